@@ -1,0 +1,479 @@
+"""Typed job configuration: frozen dataclasses, YAML in and out, ``--set`` overrides.
+
+A job is one YAML file under ``jobs/`` with the sections below. Loading is strict: an unknown key,
+a wrong type or an out-of-range value raises :class:`ConfigError` naming the key and what is
+allowed. :meth:`JobConfig.to_dict` gives the plain, JSON-able dict that Ray Train's
+``train_loop_config`` and a Tune ``param_space`` take; :meth:`JobConfig.from_dict` turns it back.
+
+Example::
+
+    cfg = load_job("jobs/quickstart.yaml", overrides=["train.epochs=2", "model.width=16"])
+    cfg.train.epochs  # 2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+FrontendName = Literal["raw", "tf3"]
+EncoderName = Literal["resnet18_1d", "resnet18_2d"]
+ObjectiveName = Literal["supervised", "simclr", "supcon", "clar", "acl", "slicer"]
+OptimizerName = Literal["lars", "sgd", "adamw"]
+Precision = Literal["auto", "bf16", "fp32"]
+
+#: Augmentation names a job may use in ``augment.sequence`` (checked against the registry too).
+AUGMENTATION_NAMES = (
+    "pitch_shift",
+    "white_noise",
+    "mixed_noise",
+    "fade",
+    "time_mask",
+    "time_shift",
+    "time_stretch",
+)
+
+
+class ConfigError(ValueError):
+    """A job configuration that names an unknown key, or holds a wrong type or value."""
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the prepared dataset is and which part of its labels training may see.
+
+    Attributes:
+        path: A prepared dataset directory (``manifest.json`` + shards), local or a cloud URI.
+        train_split: Split used for training.
+        eval_split: Split used for the test side of the linear probe.
+        label_fraction: Fraction of training rows that keep their label (class-stratified);
+            the rest stay in the stream with label -1.
+        shuffle_buffer: Rows in each training worker's local shuffle buffer.
+    """
+
+    path: str = ""
+    train_split: str = "train"
+    eval_split: str = "test"
+    label_fraction: float = 1.0
+    shuffle_buffer: int = 512
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.label_fraction <= 1.0, "data.label_fraction",
+               f"must be in (0, 1], got {self.label_fraction}")
+        _check(self.shuffle_buffer >= 0, "data.shuffle_buffer",
+               f"must be >= 0, got {self.shuffle_buffer}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """The augmentation sequence applied independently to the two views of every clip.
+
+    Attributes:
+        sequence: Ordered augmentation names (see ``clar_ray.augment.AUGMENTATIONS``).
+        preset: ``paper`` (the paper's ranges) or ``clar-code`` (the official code's behaviour).
+        params: Per-augmentation parameter overrides, e.g. ``{"pitch_shift": {"p": 0.5}}``.
+        on_device: Run the longest tail of the sequence that has a batched torch version on the
+            training device instead of the CPU actors.
+        actors: CPU augmentation actors; 0 derives the number from the cluster.
+        cpus_per_actor: Logical CPUs each augmentation actor reserves.
+        actor_batch_size: Rows per batch handed to an augmentation actor.
+        node_labels: Node labels the augmentation actors must land on (Ray label selector),
+            e.g. ``{"clar-ray-role": "augment"}`` on the cluster of ``cluster.yaml``.
+    """
+
+    sequence: tuple[str, ...] = ("fade", "time_mask")
+    preset: Literal["paper", "clar-code"] = "paper"
+    params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    on_device: bool = False
+    actors: int = 0
+    cpus_per_actor: float = 1.0
+    actor_batch_size: int = 64
+    node_labels: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in self.sequence:
+            _check(name in AUGMENTATION_NAMES, "augment.sequence",
+                   f"unknown augmentation {name!r}; allowed: {', '.join(AUGMENTATION_NAMES)}")
+        for name in self.params:
+            _check(name in AUGMENTATION_NAMES, f"augment.params.{name}",
+                   f"unknown augmentation; allowed: {', '.join(AUGMENTATION_NAMES)}")
+        _check(self.actors >= 0, "augment.actors", f"must be >= 0, got {self.actors}")
+        _check(self.cpus_per_actor > 0, "augment.cpus_per_actor",
+               f"must be > 0, got {self.cpus_per_actor}")
+        _check(self.actor_batch_size > 0, "augment.actor_batch_size",
+               f"must be > 0, got {self.actor_batch_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Frontend, encoder and head sizes.
+
+    Attributes:
+        frontend: ``raw`` (waveform, 1 channel) or ``tf3`` (STFT magnitude, phase, log-mel).
+        frontend_preset: ``paper`` (16 ms window, 8 ms hop) or ``clar-code``.
+        encoder: ``resnet18_1d`` (on ``raw``) or ``resnet18_2d`` (on ``tf3``).
+        width: Channels of the first ResNet stage; 64 is the paper's ResNet18.
+        hidden_dim: Hidden size of the projection head.
+        projection_dim: Output size of the contrastive projection.
+    """
+
+    frontend: FrontendName = "tf3"
+    frontend_preset: Literal["paper", "clar-code"] = "paper"
+    encoder: EncoderName = "resnet18_2d"
+    width: int = 64
+    hidden_dim: int = 512
+    projection_dim: int = 128
+
+    def __post_init__(self) -> None:
+        _check(self.width > 0, "model.width", f"must be > 0, got {self.width}")
+        _check(self.hidden_dim > 0, "model.hidden_dim", f"must be > 0, got {self.hidden_dim}")
+        _check(self.projection_dim > 0, "model.projection_dim",
+               f"must be > 0, got {self.projection_dim}")
+        wanted = {"raw": "resnet18_1d", "tf3": "resnet18_2d"}[self.frontend]
+        _check(self.encoder == wanted, "model.encoder",
+               f"frontend {self.frontend!r} needs encoder {wanted!r}, got {self.encoder!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    """The training objective and its hyper-parameters.
+
+    Attributes:
+        name: ``supervised``, ``simclr``, ``supcon``, ``clar``, ``acl`` or ``slicer``.
+        temperature: Contrastive temperature (the paper's NT-Xent uses 0.5).
+        ce_weight: Weight of the cross-entropy term of ``clar``.
+        acl_alpha: ACL's weight of NT-Xent against the angular-margin term.
+        acl_margin: ACL's angular margin, in radians.
+        slicer_clusters: SLICER's number of clusters K.
+        slicer_cluster_temperature: Temperature of SLICER's cluster-level loss.
+        slicer_momentum: EMA momentum of SLICER's teacher.
+        kmix: Apply SLICER's k-mix to the mel input of the student.
+    """
+
+    name: ObjectiveName = "clar"
+    temperature: float = 0.5
+    ce_weight: float = 1.0
+    acl_alpha: float = 0.5
+    acl_margin: float = 0.5
+    slicer_clusters: int = 32
+    slicer_cluster_temperature: float = 1.0
+    slicer_momentum: float = 0.99
+    kmix: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.temperature > 0, "objective.temperature",
+               f"must be > 0, got {self.temperature}")
+        _check(self.ce_weight >= 0, "objective.ce_weight", f"must be >= 0, got {self.ce_weight}")
+        _check(0.0 <= self.acl_alpha <= 1.0, "objective.acl_alpha",
+               f"must be in [0, 1], got {self.acl_alpha}")
+        _check(self.acl_margin >= 0, "objective.acl_margin", f"must be >= 0, got {self.acl_margin}")
+        _check(self.slicer_clusters >= 2, "objective.slicer_clusters",
+               f"must be >= 2, got {self.slicer_clusters}")
+        _check(self.slicer_cluster_temperature > 0, "objective.slicer_cluster_temperature",
+               f"must be > 0, got {self.slicer_cluster_temperature}")
+        _check(0.0 <= self.slicer_momentum < 1.0, "objective.slicer_momentum",
+               f"must be in [0, 1), got {self.slicer_momentum}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and learning-rate schedule.
+
+    Attributes:
+        name: ``lars`` (the paper's), ``sgd`` or ``adamw``.
+        lr: Learning rate at ``reference_batch``; scaled linearly with the global batch.
+        reference_batch: Batch size at which ``lr`` applies (paper: 1.0 at 1024).
+        momentum: Momentum of LARS and SGD.
+        weight_decay: Weight decay (biases and normalisation excluded).
+        warmup_epochs: Linear warmup length before the per-step cosine decay.
+        trust_coefficient: LARS trust coefficient.
+    """
+
+    name: OptimizerName = "lars"
+    lr: float = 1.0
+    reference_batch: int = 1024
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 10.0
+    trust_coefficient: float = 0.001
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        _check(self.reference_batch > 0, "optim.reference_batch",
+               f"must be > 0, got {self.reference_batch}")
+        _check(0.0 <= self.momentum < 1.0, "optim.momentum",
+               f"must be in [0, 1), got {self.momentum}")
+        _check(self.weight_decay >= 0, "optim.weight_decay",
+               f"must be >= 0, got {self.weight_decay}")
+        _check(self.warmup_epochs >= 0, "optim.warmup_epochs",
+               f"must be >= 0, got {self.warmup_epochs}")
+        _check(self.trust_coefficient > 0, "optim.trust_coefficient",
+               f"must be > 0, got {self.trust_coefficient}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How long, how wide and where training runs.
+
+    Attributes:
+        epochs: Passes over the training split.
+        batch_size: Global batch size (clips; each clip gives two views).
+        workers: Ray Train workers (one process each; one GPU each with ``use_gpu``).
+        use_gpu: Train on GPUs.
+        cpus_per_worker: Logical CPUs each training worker reserves.
+        seed: Seed of the model initialisation, label mask, shuffles and augmentations.
+        precision: ``auto`` (bf16 autocast on GPU, fp32 on CPU), ``bf16`` or ``fp32``.
+        sync_batchnorm: Synchronise batch norm across workers (GPU only; the paper's global BN).
+        checkpoint_every: Report a checkpoint every N epochs (the last epoch always has one).
+        max_failures: Restarts after a worker or node failure, from the last checkpoint.
+        log_every_steps: TensorBoard scalars every N steps.
+        node_labels: Node labels the training workers must land on (Ray label selector).
+    """
+
+    epochs: int = 100
+    batch_size: int = 256
+    workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    seed: int = 0
+    precision: Precision = "auto"
+    sync_batchnorm: bool = True
+    checkpoint_every: int = 1
+    max_failures: int = 0
+    log_every_steps: int = 10
+    node_labels: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(self.epochs > 0, "train.epochs", f"must be > 0, got {self.epochs}")
+        _check(self.batch_size >= 2, "train.batch_size", f"must be >= 2, got {self.batch_size}")
+        _check(self.workers >= 1, "train.workers", f"must be >= 1, got {self.workers}")
+        _check(self.batch_size % self.workers == 0, "train.batch_size",
+               f"must be divisible by train.workers={self.workers}, got {self.batch_size}")
+        _check(self.cpus_per_worker > 0, "train.cpus_per_worker",
+               f"must be > 0, got {self.cpus_per_worker}")
+        _check(self.checkpoint_every >= 1, "train.checkpoint_every",
+               f"must be >= 1, got {self.checkpoint_every}")
+        _check(self.max_failures >= -1, "train.max_failures",
+               f"must be >= -1 (-1 = unlimited), got {self.max_failures}")
+        _check(self.log_every_steps >= 1, "train.log_every_steps",
+               f"must be >= 1, got {self.log_every_steps}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Linear evaluation of the frozen encoder.
+
+    Attributes:
+        every_epochs: Probe every N epochs during training (0: only at the end).
+        probe_epochs: Epochs of the linear classifier's training.
+        probe_lr: Learning rate of the linear classifier.
+        probe_weight_decay: Weight decay of the linear classifier.
+        knn_k: Neighbours of the k-nearest-neighbour accuracy.
+        batch_size: Clips per batch in feature extraction.
+    """
+
+    every_epochs: int = 0
+    probe_epochs: int = 100
+    probe_lr: float = 0.01
+    probe_weight_decay: float = 1e-4
+    knn_k: int = 20
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        _check(self.every_epochs >= 0, "eval.every_epochs",
+               f"must be >= 0, got {self.every_epochs}")
+        _check(self.probe_epochs > 0, "eval.probe_epochs",
+               f"must be > 0, got {self.probe_epochs}")
+        _check(self.probe_lr > 0, "eval.probe_lr", f"must be > 0, got {self.probe_lr}")
+        _check(self.probe_weight_decay >= 0, "eval.probe_weight_decay",
+               f"must be >= 0, got {self.probe_weight_decay}")
+        _check(self.knn_k >= 1, "eval.knn_k", f"must be >= 1, got {self.knn_k}")
+        _check(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    """One training job: every section with its defaults.
+
+    Attributes:
+        name: A short name for the job (used in run and experiment names).
+    """
+
+    name: str = "job"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the plain nested dict (lists, not tuples) that Ray and YAML take."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> JobConfig:
+        """Build a config from a nested dict, rejecting unknown keys and bad values."""
+        return _build(cls, raw, prefix="")
+
+    def replace(self, overrides: Iterable[str]) -> JobConfig:
+        """Return a copy with ``section.key=value`` overrides applied (values parsed as YAML)."""
+        return JobConfig.from_dict(apply_overrides(self.to_dict(), overrides))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it in the dataclass's form."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        allowed = get_args(tp)
+        _check(value in allowed, key,
+               f"must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {tp}, got {value!r}")
+    if origin is tuple:
+        _check(isinstance(value, (list, tuple)), key,
+               f"expected a list, got {type(value).__name__} {value!r}")
+        (item_tp, _ellipsis) = get_args(tp)
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        _check(isinstance(value, Mapping), key,
+               f"expected a mapping, got {type(value).__name__} {value!r}")
+        key_tp, val_tp = get_args(tp)
+        return {_coerce(k, key_tp, key): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        _check(isinstance(value, bool), key, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key,
+               f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
+               f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), key, f"expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, prefix=key)
+    raise TypeError(f"{key}: unsupported annotation {tp!r}")  # a schema bug, not a user error
+
+
+def _build(cls: Any, raw: Any, prefix: str) -> Any:
+    where = prefix or "job"
+    _check(isinstance(raw, Mapping), where, f"expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
+        raise ConfigError(f"{key}: unknown key; allowed in {where}: {', '.join(sorted(fields))}")
+    kwargs = {
+        name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
+        for name, value in raw.items()
+    }
+    return cls(**kwargs)
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """Parse ``a.b=value`` strings (values as YAML: ``3``, ``true``, ``[fade, time_mask]``).
+
+    One string may hold several pairs separated by whitespace outside brackets.
+    """
+    parsed: dict[str, Any] = {}
+    for text in pairs:
+        for pair in _split_pairs(text):
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"override {pair!r}: expected section.key=value")
+            parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return parsed
+
+
+def _split_pairs(text: str) -> list[str]:
+    pairs, depth, current = [], 0, []
+    for char in text:
+        depth += char in "[{"
+        depth -= char in "]}"
+        if char.isspace() and depth == 0:
+            if current:
+                pairs.append("".join(current))
+                current = []
+            continue
+        current.append(char)
+    if current:
+        pairs.append("".join(current))
+    return pairs
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a deep copy of ``raw`` with dotted-key overrides set (unknown keys fail later)."""
+    out = _plain(dict(raw))
+    for dotted, value in parse_overrides(overrides).items():
+        set_leaf(out, dotted, value)
+    return out
+
+
+def set_leaf(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``tree[a][b] = value`` for ``dotted == "a.b"``, creating mappings on the way."""
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: {part!r} is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def load_job(path: str | Path, overrides: Iterable[str] = ()) -> JobConfig:
+    """Load a job YAML file, apply overrides and validate."""
+    text = Path(path).read_text()
+    raw = yaml.safe_load(text) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a job file must hold a mapping, got {type(raw).__name__}")
+    try:
+        return JobConfig.from_dict(apply_overrides(raw, overrides))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def dump_job(config: JobConfig, path: str) -> None:
+    """Write ``config`` as YAML (the form :func:`load_job` reads) to a local path or URI."""
+    from clar_ray import storage
+
+    storage.write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

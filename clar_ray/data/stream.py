@@ -1,0 +1,323 @@
+"""The training stream: Parquet shards → label-fraction mask → two augmented views, on Ray Data.
+
+    read_parquet (file order shuffled per epoch)
+      → AugmentViews actors (a fixed pool of CPU actors): pcm int16 (B, T) →
+        {view_a: float32 (B, T), view_b: float32 (B, T), label: int64 (B,), sample_id: int64 (B,)}
+      → Ray Train's streaming split: one shard per training worker
+
+Views are a pure function of (seed, epoch, sample id, view index). A Ray Data execution does
+not know which epoch it serves, and every epoch starts fresh actors, so the epoch comes from a
+tiny named :class:`EpochClock` actor that the training loop sets before each epoch.
+
+Resource planning (:func:`plan_resources`) derives the number of augmentation actors from the
+cluster and fails at once, naming what is missing, when the plan cannot fit.
+
+Letters: B rows in a batch, T samples in a clip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from clar_ray.config import JobConfig
+from clar_ray.data.manifest import Manifest, load_split
+from clar_ray.storage import resolve_filesystem
+
+#: Logical CPUs reserved for the Parquet read tasks of the stream.
+READ_CPUS = 0.25
+#: Seconds Ray Data waits for the augmentation actors before it gives up with an error.
+ACTOR_START_TIMEOUT_S = 120.0
+
+
+class ResourcePlanError(RuntimeError):
+    """A training plan that cannot fit the cluster it was given."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourcePlan:
+    """Where the CPUs and GPUs of a training run go.
+
+    Attributes:
+        workers: Ray Train workers.
+        cpus_per_worker: Logical CPUs per training worker.
+        gpus_per_worker: GPUs per training worker (0 or 1).
+        actors: Augmentation actors of the stream.
+        cpus_per_actor: Logical CPUs per augmentation actor.
+        read_cpus: Logical CPUs of each Parquet read task.
+    """
+
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: int
+    actors: int
+    cpus_per_actor: float
+    read_cpus: float = READ_CPUS
+
+    @property
+    def cpus(self) -> float:
+        """Logical CPUs the whole plan needs at once."""
+        return (self.workers * self.cpus_per_worker + self.actors * self.cpus_per_actor
+                + self.read_cpus)
+
+    def describe(self) -> str:
+        """One line for logs."""
+        gpu = f" + {self.gpus_per_worker} GPU" if self.gpus_per_worker else ""
+        return (f"{self.workers} train worker(s) × ({self.cpus_per_worker:g} CPU{gpu}), "
+                f"{self.actors} augmentation actor(s) × {self.cpus_per_actor:g} CPU, "
+                f"reads {self.read_cpus:g} CPU — {self.cpus:g} CPUs in all")
+
+
+def plan_resources(
+    config: JobConfig,
+    *,
+    cluster_cpus: float,
+    cluster_gpus: float,
+    node_resources: Sequence[Mapping[str, float]] | None = None,
+) -> ResourcePlan:
+    """Fit the job's training workers and augmentation actors into a cluster.
+
+    Args:
+        config: The job.
+        cluster_cpus: Logical CPUs in the cluster (``ray.cluster_resources()["CPU"]``).
+        cluster_gpus: GPUs in the cluster.
+        node_resources: Resources of each alive node, to check that every training worker
+            fits on one node; None skips that check.
+
+    Returns:
+        The plan. With ``augment.actors == 0`` every CPU left after the training workers and
+        the reads goes to augmentation actors (at least one).
+
+    Raises:
+        ResourcePlanError: When the workers, their GPUs or one augmentation actor do not fit;
+            the message says what is missing.
+    """
+    train, augment = config.train, config.augment
+    gpus_per_worker = 1 if train.use_gpu else 0
+    if train.use_gpu and cluster_gpus < train.workers:
+        raise ResourcePlanError(
+            f"train.workers={train.workers} with train.use_gpu needs {train.workers} GPU(s); "
+            f"the cluster has {cluster_gpus:g}. Lower train.workers or add GPU nodes.")
+    train_cpus = train.workers * train.cpus_per_worker
+    left = cluster_cpus - train_cpus - READ_CPUS
+    if augment.actors:
+        actors = augment.actors
+    else:
+        actors = max(1, math.floor(left / augment.cpus_per_actor + 1e-9))
+    plan = ResourcePlan(train.workers, train.cpus_per_worker, gpus_per_worker, actors,
+                        augment.cpus_per_actor)
+    if plan.cpus > cluster_cpus + 1e-9:
+        raise ResourcePlanError(
+            f"the plan needs {plan.cpus:g} CPUs ({plan.describe()}) but the cluster has "
+            f"{cluster_cpus:g}: lower train.workers, train.cpus_per_worker, augment.actors "
+            f"or augment.cpus_per_actor, or add CPUs")
+    if node_resources is not None:
+        _check_workers_fit_nodes(plan, node_resources)
+    return plan
+
+
+def _check_workers_fit_nodes(plan: ResourcePlan, nodes: Sequence[Mapping[str, float]]) -> None:
+    free = [dict(node) for node in nodes]
+    for index in range(plan.workers):
+        for node in free:
+            if (node.get("CPU", 0.0) + 1e-9 >= plan.cpus_per_worker
+                    and node.get("GPU", 0.0) + 1e-9 >= plan.gpus_per_worker):
+                node["CPU"] = node.get("CPU", 0.0) - plan.cpus_per_worker
+                node["GPU"] = node.get("GPU", 0.0) - plan.gpus_per_worker
+                break
+        else:
+            raise ResourcePlanError(
+                f"training worker {index + 1} of {plan.workers} needs {plan.cpus_per_worker:g} "
+                f"CPU and {plan.gpus_per_worker} GPU on one node, and no node has that left")
+
+
+def cluster_plan(config: JobConfig) -> ResourcePlan:
+    """:func:`plan_resources` against the connected Ray cluster."""
+    import ray
+
+    total = ray.cluster_resources()
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    return plan_resources(config, cluster_cpus=total.get("CPU", 0.0),
+                          cluster_gpus=total.get("GPU", 0.0), node_resources=nodes)
+
+
+def labelled_ids(sample_ids: np.ndarray, labels: np.ndarray, fraction: float,
+                 seed: int) -> np.ndarray:
+    """Choose, per class, ``round(fraction * n_class)`` (at least 1) rows that keep their label.
+
+    Args:
+        sample_ids: int64 (N,) ids of the training rows.
+        labels: int64 (N,) their class indices.
+        fraction: Fraction of each class to keep labelled, in (0, 1].
+        seed: Seed of the choice.
+
+    Returns:
+        Sorted int64 ids of the labelled rows. The choice depends only on (ids, labels,
+        fraction, seed), not on the order of the rows.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    order = np.argsort(sample_ids, kind="stable")
+    sample_ids, labels = sample_ids[order], labels[order]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1ABE1]))
+    keys = rng.random(len(sample_ids))
+    chosen = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        keep = max(1, round(fraction * len(members)))
+        chosen.append(sample_ids[members[np.argsort(keys[members], kind="stable")[:keep]]])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+
+
+class EpochClock:
+    """A tiny Ray actor holding the current epoch, read by the augmentation actors."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def set(self, epoch: int) -> int:
+        """Set the epoch the next stream execution serves."""
+        self.epoch = int(epoch)
+        return self.epoch
+
+    def get(self) -> int:
+        """The epoch the current stream execution serves."""
+        return self.epoch
+
+
+def clock_name(run_id: str) -> str:
+    """The Ray actor name of a run's epoch clock."""
+    return f"clar-ray-epoch-{run_id}"
+
+
+def get_or_create_clock(run_id: str) -> Any:
+    """Return the run's :class:`EpochClock` actor handle, creating it if needed."""
+    import ray
+
+    actor = ray.remote(num_cpus=0)(EpochClock)
+    return actor.options(name=clock_name(run_id), get_if_exists=True,
+                         lifetime="detached").remote()
+
+
+def limit_threads() -> None:
+    """Keep one augmentation process to one core: BLAS, OpenMP, numba and torch pools."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = "1"
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # threadpoolctl comes with scikit-learn; without it env vars must do
+        pass
+    import torch
+
+    torch.set_num_threads(1)
+
+
+class AugmentViews:
+    """Ray Data actor: one batch of int16 clips → two augmented float32 views per clip."""
+
+    def __init__(
+        self,
+        *,
+        sequence: Sequence[str],
+        sample_rate: int,
+        preset: str,
+        params: Mapping[str, Mapping[str, Any]],
+        seed: int,
+        labelled: np.ndarray,
+        run_id: str | None,
+        epoch: int | None = None,
+    ) -> None:
+        limit_threads()
+        from clar_ray.augment import Augmenter
+
+        self.augmenter = Augmenter(sequence, sample_rate=sample_rate, preset=preset,
+                                   params=params, seed=seed) if sequence else None
+        self.labelled = np.asarray(labelled, dtype=np.int64)
+        if epoch is None:
+            import ray
+
+            epoch = ray.get(ray.get_actor(clock_name(run_id)).get.remote()) if run_id else 0
+        self.epoch = int(epoch)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Augment a batch (inputs are read-only; nothing is modified in place)."""
+        ids = np.asarray(batch["sample_id"], dtype=np.int64)
+        waves = pcm_to_float(batch["pcm"])  # (B, T)
+        views = []
+        for view in (0, 1):
+            if self.augmenter is None:
+                views.append(waves.copy())
+            else:
+                views.append(self.augmenter(waves, ids, epoch=self.epoch, view=view))
+        keep = np.isin(ids, self.labelled, assume_unique=False)
+        labels = np.where(keep, np.asarray(batch["label"], dtype=np.int64), -1)
+        return {"view_a": views[0], "view_b": views[1], "label": labels, "sample_id": ids}
+
+
+def pcm_to_float(pcm: np.ndarray) -> np.ndarray:
+    """int16 PCM (B, T) → float32 in [-1, 1)."""
+    return np.asarray(pcm, dtype=np.float32) * np.float32(1.0 / 32768.0)
+
+
+def build_train_stream(
+    config: JobConfig,
+    plan: ResourcePlan,
+    *,
+    run_id: str | None,
+    epoch: int | None = None,
+    cpu_sequence: Sequence[str] | None = None,
+) -> Any:
+    """Build the lazy Ray Dataset of augmented view pairs for the training split.
+
+    Args:
+        config: The job (data path, augmentation sequence, seed, label fraction).
+        plan: The resource plan (number of actors and their CPUs).
+        run_id: Names the :class:`EpochClock` the actors read their epoch from; None with
+            ``epoch`` fixes the epoch (benchmarks, tests).
+        epoch: A fixed epoch, used when ``run_id`` is None.
+        cpu_sequence: The part of ``augment.sequence`` to run on CPU actors (default: all).
+
+    Returns:
+        A ``ray.data.Dataset`` with columns view_a, view_b, label, sample_id.
+    """
+    import ray.data
+
+    manifest = Manifest.read(config.data.path)
+    split = config.data.train_split
+    columns = load_split(config.data.path, split, columns=["sample_id", "label"])
+    labelled = labelled_ids(columns["sample_id"], columns["label"], config.data.label_fraction,
+                            config.train.seed)
+    fs, _root = resolve_filesystem(config.data.path)
+    files = [resolve_filesystem(path)[1] for path in manifest.shard_paths(config.data.path, split)]
+    context = ray.data.DataContext.get_current()
+    context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+    context.enable_progress_bars = False
+    dataset = ray.data.read_parquet(
+        files, filesystem=fs, num_cpus=plan.read_cpus,
+        shuffle=ray.data.FileShuffleConfig(seed=config.train.seed),
+    ).select_columns(["sample_id", "pcm", "label"])
+    sequence = tuple(config.augment.sequence if cpu_sequence is None else cpu_sequence)
+    return dataset.map_batches(
+        AugmentViews,
+        batch_size=config.augment.actor_batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+        num_cpus=plan.cpus_per_actor,
+        label_selector=dict(config.augment.node_labels) or None,
+        fn_constructor_kwargs={
+            "sequence": sequence,
+            "sample_rate": manifest.sample_rate,
+            "preset": config.augment.preset,
+            "params": config.augment.params,
+            "seed": config.train.seed,
+            "labelled": labelled,
+            "run_id": run_id,
+            "epoch": epoch,
+        },
+    )

@@ -1,0 +1,37 @@
+"""Shared fixtures and the opt-in markers: ``--runslow`` for long tests, ``--rungpu`` for CUDA."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+#: The real datasets beside the project (absent on a user's machine: tests then skip).
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", help="run tests marked slow")
+    parser.addoption("--rungpu", action="store_true", help="run tests that need CUDA")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
+    skip_gpu = pytest.mark.skip(reason="needs a GPU: run with --rungpu")
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not config.getoption("--rungpu"):
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared datasets folder, or a skip with the reason."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"the shared datasets are not beside the project ({SHARED_DATA} is absent)")
+    return SHARED_DATA

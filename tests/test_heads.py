@@ -1,0 +1,139 @@
+"""Heads: sizes with unequal in/hidden/out dims (a swapped dimension fails), structure,
+outputs and learning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from clar_ray.models.heads import ClarHead, ClusterHead, ProjectionHead, mlp
+
+IN, HIDDEN, PROJ, OUT = 12, 20, 7, 5  # all different
+B = 6
+
+
+def _h(batch: int = B, dim: int = IN, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, dim, generator=torch.Generator().manual_seed(seed))
+
+
+def _linear_shapes(module: nn.Module) -> list[tuple[int, int]]:
+    """(in_features, out_features) of every Linear, in order."""
+    return [(m.in_features, m.out_features) for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+# ---------------------------------------------------------------- ProjectionHead
+
+
+def test_projection_head_is_three_layers_by_default() -> None:
+    head = ProjectionHead(IN, HIDDEN, OUT)
+    assert _linear_shapes(head) == [(IN, HIDDEN), (HIDDEN, HIDDEN), (HIDDEN, OUT)]
+    assert head(_h()).shape == (B, OUT)
+
+
+@pytest.mark.parametrize(
+    ("num_layers", "shapes"),
+    [
+        (1, [(IN, OUT)]),
+        (2, [(IN, HIDDEN), (HIDDEN, OUT)]),
+        (4, [(IN, HIDDEN), (HIDDEN, HIDDEN), (HIDDEN, HIDDEN), (HIDDEN, OUT)]),
+    ],
+)
+def test_projection_head_layer_sizes(num_layers: int, shapes: list[tuple[int, int]]) -> None:
+    head = ProjectionHead(IN, HIDDEN, OUT, num_layers=num_layers)
+    assert _linear_shapes(head) == shapes
+    assert head(_h()).shape == (B, OUT)
+
+
+def test_projection_head_puts_relu_between_layers_and_not_at_the_end() -> None:
+    kinds = [type(m) for m in ProjectionHead(IN, HIDDEN, OUT).net]
+    assert kinds == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
+    # No final ReLU: outputs can be negative.
+    assert float(ProjectionHead(IN, HIDDEN, OUT)(_h(batch=64)).min()) < 0
+
+
+def test_projection_head_rejects_input_of_the_wrong_size() -> None:
+    with pytest.raises(RuntimeError):
+        ProjectionHead(IN, HIDDEN, OUT)(_h(dim=HIDDEN))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"in_dim": 0, "hidden_dim": 4, "out_dim": 2, "num_layers": 3},
+        {"in_dim": 4, "hidden_dim": 4, "out_dim": 2, "num_layers": 0},
+        {"in_dim": 4, "hidden_dim": -1, "out_dim": 2, "num_layers": 2},
+    ],
+)
+def test_mlp_rejects_bad_sizes_naming_them(kwargs: dict[str, int]) -> None:
+    bad = next(k for k, v in kwargs.items() if v < 1)
+    with pytest.raises(ValueError, match=bad):
+        mlp(**kwargs)
+
+
+# ---------------------------------------------------------------- ClarHead
+
+
+def test_clar_head_sizes() -> None:
+    head = ClarHead(IN, HIDDEN, PROJ, OUT)
+    assert _linear_shapes(head) == [(IN, HIDDEN), (HIDDEN, PROJ), (PROJ, OUT)]
+    z, logits = head(_h())
+    assert z.shape == (B, PROJ)
+    assert logits.shape == (B, OUT)
+
+
+def test_clar_logits_are_the_third_layer_on_the_relu_of_z() -> None:
+    head = ClarHead(IN, HIDDEN, PROJ, OUT)
+    z, logits = head(_h(batch=64))
+    torch.testing.assert_close(logits, head.classifier(torch.relu(z)))
+    assert float(z.min()) < 0  # z is taken before the ReLU
+
+
+def test_clar_head_both_outputs_reach_the_encoder_side() -> None:
+    head = ClarHead(IN, HIDDEN, PROJ, OUT)
+    h = _h().requires_grad_()
+    z, logits = head(h)
+    (g_z,) = torch.autograd.grad(z.sum(), h, retain_graph=True)
+    (g_logits,) = torch.autograd.grad(logits.sum(), h)
+    assert float(g_z.abs().sum()) > 0 and float(g_logits.abs().sum()) > 0
+
+
+def test_clar_head_loss_falls_under_sgd() -> None:
+    torch.manual_seed(0)
+    head = ClarHead(IN, HIDDEN, PROJ, OUT)
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.1)
+    h, labels = _h(batch=16), torch.arange(16) % OUT
+    losses = []
+    for _ in range(20):
+        z, logits = head(h)
+        loss = nn.functional.cross_entropy(logits, labels) + z.square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+# ---------------------------------------------------------------- ClusterHead
+
+
+def test_cluster_head_sizes_and_probabilities() -> None:
+    head = ClusterHead(IN, HIDDEN, OUT)
+    assert _linear_shapes(head) == [(IN, HIDDEN), (HIDDEN, OUT)]
+    p = head(_h())
+    assert p.shape == (B, OUT) and p.dtype == torch.float32
+    assert bool((p >= 0).all())
+    torch.testing.assert_close(p.sum(dim=1), torch.ones(B))
+
+
+def test_cluster_head_is_float32_under_autocast() -> None:
+    head = ClusterHead(IN, HIDDEN, OUT)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        p = head(_h())
+    assert p.dtype == torch.float32
+    torch.testing.assert_close(p.sum(dim=1), torch.ones(B))
+
+
+def test_cluster_head_rejects_zero_clusters() -> None:
+    with pytest.raises(ValueError, match="num_clusters"):
+        ClusterHead(IN, HIDDEN, 0)

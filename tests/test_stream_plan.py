@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clar_ray.config import JobConfig
+from clar_ray.data.stream import ResourcePlanError, labelled_ids, plan_resources
+
+
+def _job(**overrides: object) -> JobConfig:
+    return JobConfig().replace([f"{key}={value}" for key, value in overrides.items()])
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.2, 0.1, 0.01])
+def test_label_fraction_is_exact_per_class(fraction: float) -> None:
+    rng = np.random.default_rng(0)
+    counts = {0: 270, 1: 300, 2: 7}
+    labels = np.concatenate([np.full(n, c) for c, n in counts.items()])
+    ids = rng.permutation(10_000)[: len(labels)].astype(np.int64)
+    chosen = labelled_ids(ids, labels, fraction, seed=3)
+    by_id = dict(zip(ids.tolist(), labels.tolist()))
+    for cls, n in counts.items():
+        got = sum(by_id[i] == cls for i in chosen.tolist())
+        assert got == max(1, round(fraction * n)), (cls, got)
+
+
+def test_label_choice_is_seeded_and_order_free() -> None:
+    ids = np.arange(1000, dtype=np.int64) * 7
+    labels = ids % 5
+    first = labelled_ids(ids, labels, 0.1, seed=1)
+    order = np.random.default_rng(2).permutation(len(ids))
+    assert np.array_equal(first, labelled_ids(ids[order], labels[order], 0.1, seed=1))
+    assert not np.array_equal(first, labelled_ids(ids, labels, 0.1, seed=2))
+
+
+def test_label_fraction_out_of_range_fails() -> None:
+    with pytest.raises(ValueError, match="fraction must be in"):
+        labelled_ids(np.arange(3), np.zeros(3, np.int64), 0.0, seed=0)
+
+
+def test_auto_plan_gives_the_rest_to_actors() -> None:
+    plan = plan_resources(_job(**{"train.workers": 2}), cluster_cpus=8, cluster_gpus=0)
+    assert plan.workers == 2 and plan.actors == 5 and plan.cpus <= 8
+
+
+def test_explicit_plan_that_does_not_fit_says_what_is_missing() -> None:
+    job = _job(**{"train.workers": 2, "augment.actors": 4})
+    with pytest.raises(ResourcePlanError, match=r"needs 6.25 CPUs .* the cluster has 4"):
+        plan_resources(job, cluster_cpus=4, cluster_gpus=0)
+
+
+def test_gpu_plan_without_gpus_fails() -> None:
+    job = _job(**{"train.workers": 2, "train.use_gpu": True})
+    with pytest.raises(ResourcePlanError, match="needs 2 GPU"):
+        plan_resources(job, cluster_cpus=64, cluster_gpus=1)
+
+
+def test_worker_that_fits_no_single_node_fails() -> None:
+    job = _job(**{"train.workers": 2, "train.cpus_per_worker": 4, "augment.actors": 1})
+    nodes = [{"CPU": 3.0}, {"CPU": 3.0}, {"CPU": 6.0}]
+    with pytest.raises(ResourcePlanError, match="worker 2 of 2 needs 4 CPU"):
+        plan_resources(job, cluster_cpus=12, cluster_gpus=0, node_resources=nodes)

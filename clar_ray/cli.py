@@ -18,7 +18,7 @@ from clar_ray.config import ConfigError, load_job
 
 def _add_job_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job", help="job YAML file (see jobs/)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                         metavar="KEY=VALUE",
                         help="override a config leaf, e.g. --set train.epochs=3 model.width=16 "
                              "(repeatable; one --set may hold several pairs)")
@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("job", help="tune job YAML (a base job plus a grid or a named study)")
     tune.add_argument("--out", required=True, help="experiment directory (local or URI)")
     tune.add_argument("--resume", action="store_true", help="finish an interrupted experiment")
-    tune.add_argument("--set", dest="overrides", action="append", default=[],
+    tune.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                       metavar="KEY=VALUE", help="override a leaf of the base job")
     tune.add_argument("--address", default=None, help="Ray cluster address")
 
@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         description="End to end on built-in synthetic data, on a local Ray cluster (CPU).")
     quick.add_argument("job", nargs="?", default="jobs/quickstart.yaml")
     quick.add_argument("--out", default="runs/quickstart", help="where data and run go")
-    quick.add_argument("--set", dest="overrides", action="append", default=[],
+    quick.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                        metavar="KEY=VALUE", help="override a config leaf")
     return parser
 

@@ -164,7 +164,7 @@ class ObjectiveConfig:
     name: ObjectiveName = "clar"
     temperature: float = 0.5
     ce_weight: float = 1.0
-    acl_alpha: float = 0.5
+    acl_alpha: float = 0.3
     acl_margin: float = 0.5
     slicer_clusters: int = 32
     slicer_cluster_temperature: float = 1.0
@@ -382,6 +382,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                f"expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
                f"expected a number, got {value!r}")
         return float(value)
@@ -425,7 +430,9 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
 
 
 def _split_pairs(text: str) -> list[str]:
-    pairs, depth, current = [], 0, []
+    pairs: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         depth += char in "[{"
         depth -= char in "]}"

@@ -186,3 +186,9 @@ def all_reduce_mean(x: Tensor) -> Tensor:
     """
     out = all_reduce_sum(x if x.is_floating_point() else x.float())
     return out / world_size()
+
+
+def all_finite(x: Tensor) -> bool:
+    """True when ``x`` is finite on every worker (the same answer on all of them)."""
+    bad = (~torch.isfinite(x.detach())).any().to(torch.float32)
+    return bool(all_reduce_sum(bad.reshape(1)).item() == 0)

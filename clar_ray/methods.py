@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from clar_ray import objectives
 from clar_ray.config import ModelConfig, ObjectiveConfig
-from clar_ray.models import ClarHead, ClusterHead, ProjectionHead, build_encoder
+from clar_ray.models import ClarHead, ClusterHead, ProjectionHead, ResNet18, build_encoder
 
 Metrics = dict[str, Tensor]
 
@@ -44,7 +44,7 @@ def _labelled_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
 class Method(nn.Module):
     """An encoder plus heads; ``forward`` returns the loss of one batch of view pairs."""
 
-    encoder: nn.Module
+    encoder: ResNet18
 
     def forward(self, x_a: Tensor, x_b: Tensor, ids: Tensor, labels: Tensor
                 ) -> tuple[Tensor, Metrics]:  # pragma: no cover - abstract
@@ -58,7 +58,7 @@ class Method(nn.Module):
 class Supervised(Method):
     """Cross-entropy on the labelled rows of both (augmented) views."""
 
-    def __init__(self, encoder: nn.Module, model: ModelConfig, num_classes: int) -> None:
+    def __init__(self, encoder: ResNet18, model: ModelConfig, num_classes: int) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = ProjectionHead(encoder.num_features, model.hidden_dim, num_classes)
@@ -79,7 +79,7 @@ class Supervised(Method):
 class Contrastive(Method):
     """SimCLR, SupCon and ACL: one projection head and a contrastive loss on the global batch."""
 
-    def __init__(self, encoder: nn.Module, model: ModelConfig, objective: ObjectiveConfig
+    def __init__(self, encoder: ResNet18, model: ModelConfig, objective: ObjectiveConfig
                  ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -106,7 +106,7 @@ class Contrastive(Method):
 class Clar(Method):
     """CLAR: NT-Xent on the 128-d layer and cross-entropy on the class layer above it."""
 
-    def __init__(self, encoder: nn.Module, model: ModelConfig, objective: ObjectiveConfig,
+    def __init__(self, encoder: ResNet18, model: ModelConfig, objective: ObjectiveConfig,
                  num_classes: int) -> None:
         super().__init__()
         self.encoder = encoder
@@ -130,29 +130,26 @@ class Clar(Method):
 class Slicer(Method):
     """SLICER: a student and its EMA teacher, instance- and cluster-level contrastive losses."""
 
-    def __init__(self, encoder: nn.Module, model: ModelConfig, objective: ObjectiveConfig
+    def __init__(self, encoder: ResNet18, model: ModelConfig, objective: ObjectiveConfig
                  ) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = ProjectionHead(encoder.num_features, model.hidden_dim, model.projection_dim)
         self.cluster = ClusterHead(encoder.num_features, model.hidden_dim,
                                    objective.slicer_clusters)
-        self.teacher = nn.ModuleDict({
-            "encoder": copy.deepcopy(encoder), "head": copy.deepcopy(self.head),
-            "cluster": copy.deepcopy(self.cluster),
-        })
+        self.teacher = nn.ModuleDict({"encoder": copy.deepcopy(encoder),
+                                      "head": copy.deepcopy(self.head)})
         for param in self.teacher.parameters():
             param.requires_grad_(False)
         self.objective = objective
         self.kmix_seed = 0
 
     def _student(self) -> nn.ModuleDict:
-        return nn.ModuleDict({"encoder": self.encoder, "head": self.head,
-                              "cluster": self.cluster})
+        return nn.ModuleDict({"encoder": self.encoder, "head": self.head})
 
     def forward(self, x_a: Tensor, x_b: Tensor, ids: Tensor, labels: Tensor
                 ) -> tuple[Tensor, Metrics]:
-        """Student sees k-mixed view a, teacher view b, and the other way round."""
+        """Student (k-mixed views) against the EMA teacher: instance and cluster contrast."""
         from clar_ray.augment.batch import kmix
 
         cfg = self.objective
@@ -165,11 +162,9 @@ class Slicer(Method):
         z_s, c_s = self.head(h).float(), self.cluster(h).float()
         with torch.no_grad():
             self.teacher.eval()
-            h_t = self.teacher["encoder"](torch.cat([x_b, x_a]))
-            z_t = self.teacher["head"](h_t).float()
-            c_t = self.teacher["cluster"](h_t).float()
+            z_t = self.teacher["head"](self.teacher["encoder"](torch.cat([x_a, x_b]))).float()
         loss, parts = objectives.slicer_loss(
-            z_s, z_t, c_s, c_t, cfg.temperature, cfg.slicer_cluster_temperature)
+            z_s, z_t, c_s, None, cfg.temperature, cfg.slicer_cluster_temperature)
         return loss, {name: value.detach() for name, value in parts.items()}
 
     def after_step(self) -> None:

@@ -115,6 +115,8 @@ def _soft_target_cross_entropy(
             f"{int(n_missing.item())} anchor(s) in the global batch have no positive; "
             f"local keys without a partner: {bad[:8].tolist()} (each key needs >= 2 rows)"
         )
+    if bool((n_pos == 1).all()):  # one positive per row (NT-Xent): class-index targets
+        return F.cross_entropy(logits, positives.byte().argmax(dim=1), reduction="none")
     targets = positives.float() / n_pos[:, None].float()
     return F.cross_entropy(logits, targets, reduction="none")
 
@@ -500,31 +502,44 @@ def slicer_loss(
 
 
 @torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """Move the teacher's parameters towards the student's: ``t <- m t + (1 - m) s``.
+def ema_update(
+    teacher: nn.Module, student: nn.Module, momentum: float, include_buffers: bool = True
+) -> None:
+    """Move the teacher towards the student: ``t <- m t + (1 - m) s``.
 
     The momentum (mean-teacher) update of MoCo (He et al. 2020, eq. 2) used by SLICER
-    (momentum 0.999 in its code). Only parameters are averaged; buffers such as BatchNorm
-    running statistics stay the teacher's own. A DDP-wrapped student is unwrapped.
+    (momentum 0.999 in its code). Floating-point buffers (BatchNorm running statistics) are
+    averaged the same way unless ``include_buffers`` is False, so a teacher run in eval mode
+    normalises with statistics that follow the student's; other buffers (``num_batches_tracked``)
+    are copied. A DDP-wrapped student is unwrapped.
 
     Args:
         teacher: The EMA model, updated in place.
-        student: The trained model with the same parameter names and shapes.
+        student: The trained model with the same parameter (and buffer) names and shapes.
         momentum: m in [0, 1]; 1 keeps the teacher, 0 copies the student.
+        include_buffers: Also update buffers (False: the teacher keeps its own, as in MoCo
+            where the key encoder runs in train mode).
     """
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
     if isinstance(student, DistributedDataParallel):
         student = student.module
-    t_params = dict(teacher.named_parameters())
-    s_params = dict(student.named_parameters())
-    if t_params.keys() != s_params.keys():
-        missing = sorted(set(t_params) ^ set(s_params))
-        raise ValueError(f"teacher and student parameters differ: {missing[:5]}")
-    for name, tp in t_params.items():
-        sp = s_params[name]
-        if tp.shape != sp.shape:
-            raise ValueError(
-                f"parameter {name!r}: teacher shape {tuple(tp.shape)} != student {tuple(sp.shape)}"
-            )
-        tp.lerp_(sp.detach().to(tp.dtype), 1.0 - momentum)
+    pairs: list[tuple[dict[str, Tensor], dict[str, Tensor], str]] = [
+        (dict(teacher.named_parameters()), dict(student.named_parameters()), "parameter")
+    ]
+    if include_buffers:
+        pairs.append((dict(teacher.named_buffers()), dict(student.named_buffers()), "buffer"))
+    for t_items, s_items, kind in pairs:
+        if t_items.keys() != s_items.keys():
+            missing = sorted(set(t_items) ^ set(s_items))
+            raise ValueError(f"teacher and student {kind}s differ: {missing[:5]}")
+        for name, t in t_items.items():
+            s = s_items[name]
+            if t.shape != s.shape:
+                raise ValueError(
+                    f"{kind} {name!r}: teacher shape {tuple(t.shape)} != student {tuple(s.shape)}"
+                )
+            if t.is_floating_point():
+                t.lerp_(s.detach().to(t.dtype), 1.0 - momentum)
+            else:
+                t.copy_(s)

@@ -39,7 +39,7 @@ from clar_ray.optim import lars, schedule
 CRASH_AFTER_EPOCH = "_crash_after_epoch"
 
 
-class TrainingStopped(RuntimeError):
+class TrainingStoppedError(RuntimeError):
     """A run that stopped before its planned epochs (a non-finite loss)."""
 
 
@@ -173,7 +173,8 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
 
         device_augment = BatchAugmenter(
             config["device_sequence"], sample_rate=manifest.sample_rate,
-            preset=job.augment.preset, params=job.augment.params, seed=job.train.seed)
+            preset=job.augment.preset, params=job.augment.params, seed=job.train.seed,
+            first_step=len(job.augment.sequence) - len(config["device_sequence"]))
 
     logger = _Logger(run_dir, start_epoch) if rank == 0 else None
     clock = None
@@ -185,7 +186,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
     local_batch = job.train.batch_size // world
     autocast = _autocast(job, device)
     probe = None
-    status = {"status": "finished", "message": "", "epochs": start_epoch}
+    status: dict[str, Any] = {"status": "finished", "message": "", "epochs": start_epoch}
 
     for epoch in range(start_epoch, job.train.epochs):
         if clock is not None:
@@ -222,14 +223,16 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
             for name, value in {"loss": loss.detach(), **metrics}.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
             if logger is not None and step % job.train.log_every_steps == 0:
-                logger.scalars("step", {"loss": float(loss), "lr": lr}, step)
+                logger.scalars("step", {"loss": float(loss.detach()), "lr": lr}, step)
         if not finite:
             break
         elapsed = time.perf_counter() - started
         batches = max(1, seen // local_batch)
         record: dict[str, Any] = {"epoch": epoch, "step": step}
-        record.update({name: dist.mean_across_workers(total / batches)
-                       for name, total in sums.items()})
+        names = sorted(sums)
+        means = dist.all_reduce_mean(torch.tensor([sums[n] / batches for n in names],
+                                                  dtype=torch.float64, device=device))
+        record.update({name: float(value) for name, value in zip(names, means.tolist())})
         record["lr"] = schedule.lr_at(step, base_lr=base_lr, warmup_steps=warmup_steps,
                                       total_steps=total_steps)
         record["views_per_s"] = 2 * seen * world / max(elapsed, 1e-9)
@@ -246,9 +249,9 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
         if rank == 0 and config.get(CRASH_AFTER_EPOCH) == epoch:
             _crash_once(run_dir)
 
-    if rank == 0:
-        if logger is not None:
-            logger.close()
+    if logger is not None:
+        logger.close()
+    if rank == 0 and status["status"] == "finished":
         artifacts.save_encoder(run_dir, unwrap(model).encoder, job,
                                sample_rate=manifest.sample_rate,
                                clip_samples=manifest.clip_samples, epoch=status["epochs"])
@@ -306,7 +309,7 @@ def ensure_ray(job: JobConfig, address: str | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=local_cpus(job), include_dashboard=False, log_to_driver=True)
+        ray.init(address="local", num_cpus=local_cpus(job), include_dashboard=False)
 
 
 def prepare_run_dir(run_dir: str, *, resume: bool, overwrite: bool) -> None:
@@ -341,7 +344,7 @@ def run_training(job: JobConfig, run_dir: str, *, resume: bool = False, overwrit
 
     Raises:
         ResourcePlanError: When the job does not fit the cluster (before anything starts).
-        TrainingStopped: When the loss became non-finite.
+        TrainingStoppedError: When the loss became non-finite.
     """
     import ray
     import ray.train
@@ -373,14 +376,14 @@ def run_training(job: JobConfig, run_dir: str, *, resume: bool = False, overwrit
     if plan.gpus_per_worker:
         resources["GPU"] = plan.gpus_per_worker
     trainer = TorchTrainer(
-        train_func,
+        train_func,  # type: ignore[arg-type]  # Ray types the loop as returning None
         train_loop_config={"job": job.to_dict(), "run_dir": run_dir, "run_id": run_id,
                            "device_sequence": list(device_sequence), "rows": rows,
                            **(extra_loop_config or {})},
         scaling_config=ray.train.ScalingConfig(
             num_workers=plan.workers, use_gpu=job.train.use_gpu,
             resources_per_worker=resources,
-            label_selector=dict(job.train.node_labels) or None),
+            label_selector=dict(job.train.node_labels) or None),  # type: ignore[call-arg]
         datasets={"train": lambda: build_train_stream(job, plan, run_id=run_id,
                                                       cpu_sequence=cpu_sequence)},
         run_config=ray.train.RunConfig(
@@ -394,9 +397,9 @@ def run_training(job: JobConfig, run_dir: str, *, resume: bool = False, overwrit
     finally:
         with contextlib.suppress(Exception):
             ray.kill(clock)
-    status = result.return_value or {}
+    status = result.return_value or {}  # type: ignore[attr-defined]  # Train v2 only
     if status.get("status") == "non_finite":
-        raise TrainingStopped(status["message"])
+        raise TrainingStoppedError(status["message"])
     summary: dict[str, Any] = {"run_dir": run_dir, "epochs": status.get("epochs"),
                                "plan": plan.describe()}
     if evaluate:

@@ -60,17 +60,27 @@ def tf3(request: pytest.FixtureRequest) -> TF3Frontend:
 # ---------------------------------------------------------------- presets and mel coverage
 
 
+def _fields(params: object, expected: dict[str, object]) -> dict[str, object]:
+    return {name: getattr(params, name) for name in expected}
+
+
 def test_paper_preset_at_16k_resolves_to_16ms_window_8ms_hop_and_zero_padded_fft() -> None:
-    p = tf3_params(SR, "paper")
-    assert (p.win_length, p.hop_length, p.n_fft, p.freq_bins, p.n_mels) == (256, 128, 1024, 128, 128)
+    expected: dict[str, object] = {"win_length": 256, "hop_length": 128, "n_fft": 1024}
+    assert _fields(tf3_params(SR, "paper"), expected) == expected
 
 
 def test_clar_code_preset_at_16k_matches_the_official_code() -> None:
-    p = tf3_params(SR, "clar-code")
-    assert (p.win_length, p.hop_length, p.n_fft) == (2048, 128, 2048)
-    assert (p.freq_scale, p.fmin_hz, p.fmax_hz, p.mel_fmin_hz, p.mel_fmax_hz) == (
-        "log", 40.0, 8000.0, 40.0, 8000.0
-    )
+    expected = {
+        "win_length": 2048,
+        "hop_length": 128,
+        "n_fft": 2048,
+        "freq_scale": "log",
+        "fmin_hz": 40.0,
+        "fmax_hz": 8000.0,
+        "mel_fmin_hz": 40.0,
+        "mel_fmax_hz": 8000.0,
+    }
+    assert _fields(tf3_params(SR, "clar-code"), expected) == expected
 
 
 def test_presets_scale_with_sample_rate() -> None:

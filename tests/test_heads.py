@@ -49,7 +49,8 @@ def test_projection_head_puts_relu_between_layers_and_not_at_the_end() -> None:
     kinds = [type(m) for m in ProjectionHead(IN, HIDDEN, OUT).net]
     assert kinds == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
     # No final ReLU: outputs can be negative.
-    assert float(ProjectionHead(IN, HIDDEN, OUT)(_h(batch=64)).min()) < 0
+    with torch.no_grad():
+        assert float(ProjectionHead(IN, HIDDEN, OUT)(_h(batch=64)).min()) < 0
 
 
 def test_projection_head_rejects_input_of_the_wrong_size() -> None:
@@ -84,7 +85,8 @@ def test_clar_head_sizes() -> None:
 
 def test_clar_logits_are_the_third_layer_on_the_relu_of_z() -> None:
     head = ClarHead(IN, HIDDEN, PROJ, OUT)
-    z, logits = head(_h(batch=64))
+    with torch.no_grad():
+        z, logits = head(_h(batch=64))
     torch.testing.assert_close(logits, head.classifier(torch.relu(z)))
     assert float(z.min()) < 0  # z is taken before the ReLU
 
@@ -101,7 +103,7 @@ def test_clar_head_both_outputs_reach_the_encoder_side() -> None:
 def test_clar_head_loss_falls_under_sgd() -> None:
     torch.manual_seed(0)
     head = ClarHead(IN, HIDDEN, PROJ, OUT)
-    optimizer = torch.optim.SGD(head.parameters(), lr=0.1)
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.1, momentum=0.9)
     h, labels = _h(batch=16), torch.arange(16) % OUT
     losses = []
     for _ in range(20):

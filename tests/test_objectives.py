@@ -45,9 +45,9 @@ def ref_contrastive(z: Tensor, keys: Tensor, t: float) -> float:
     for i in range(n):
         denominator = sum(math.exp(_cos(z[i], z[a]) / t) for a in range(n) if a != i)
         positives = [p for p in range(n) if p != i and keys[p] == keys[i]]
-        total += -sum(math.log(math.exp(_cos(z[i], z[p]) / t) / denominator) for p in positives) / len(
-            positives
-        )
+        total += -sum(
+            math.log(math.exp(_cos(z[i], z[p]) / t) / denominator) for p in positives
+        ) / len(positives)
     return total / n
 
 
@@ -175,7 +175,8 @@ def aligned(n: int) -> Tensor:
 def test_nt_xent_of_aligned_orthogonal_pairs(n: int, t: float) -> None:
     # Positive similarity 1, the 2n - 2 negatives 0: loss = log(1 + (2n - 2) e^{-1/t}).
     expected = math.log(1 + (2 * n - 2) * math.exp(-1 / t))
-    assert nt_xent(aligned(n), torch.arange(n).repeat(2), t).item() == pytest.approx(expected)
+    got = nt_xent(aligned(n), torch.arange(n).repeat(2), t).item()
+    assert got == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
 def test_acl_of_aligned_orthogonal_pairs() -> None:
@@ -311,7 +312,7 @@ def test_identical_rows_give_finite_acl_gradients() -> None:
 
 def test_row_without_positive_is_an_error_naming_the_key() -> None:
     z = torch.randn(4, 3)
-    with pytest.raises(ValueError, match=r"no positive.*\[7\]"):
+    with pytest.raises(ValueError, match=r"2 anchor.*no positive.*\[7, 5\]"):
         contrastive_loss(z, torch.tensor([0, 0, 7, 5]), 0.5)
 
 
@@ -360,6 +361,21 @@ def test_ema_update() -> None:
         ema_update(nn.Linear(4, 2), student, 0.5)
     with pytest.raises(ValueError, match="1.5"):
         ema_update(teacher, student, 1.5)
+
+
+def test_ema_update_follows_batchnorm_statistics_unless_told_not_to() -> None:
+    student = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    student(torch.randn(16, 3) + 5.0)  # train mode: the student's running stats move
+    s_bn, t_bn = student[1], teacher[1]
+    assert isinstance(s_bn, nn.BatchNorm1d) and isinstance(t_bn, nn.BatchNorm1d)
+    assert t_bn.running_mean is not None and s_bn.running_mean is not None
+    before = t_bn.running_mean.clone()
+    ema_update(teacher, student, 0.9, include_buffers=False)
+    torch.testing.assert_close(t_bn.running_mean, before)
+    ema_update(teacher, student, 0.9)
+    torch.testing.assert_close(t_bn.running_mean, 0.9 * before + 0.1 * s_bn.running_mean)
+    assert t_bn.num_batches_tracked is not None and int(t_bn.num_batches_tracked) == 1
 
 
 # --------------------------------------------------------------------------------------------

@@ -61,8 +61,10 @@ def test_paper_width_gives_512_features() -> None:
 def test_resnet18_has_eight_basic_blocks_and_only_layers_of_its_ndim(ndim: int) -> None:
     encoder = ResNet18(ndim, in_channels=1, width=4)
     assert _count(encoder, BasicBlock) == 8
-    wrong = (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d) if ndim == 1 else (
-        nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d
+    wrong = (
+        (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d)
+        if ndim == 1
+        else (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d)
     )
     right = (nn.Conv1d, nn.BatchNorm1d) if ndim == 1 else (nn.Conv2d, nn.BatchNorm2d)
     assert all(_count(encoder, kind) == 0 for kind in wrong)
@@ -73,7 +75,8 @@ def test_resnet18_has_eight_basic_blocks_and_only_layers_of_its_ndim(ndim: int) 
 
 def test_stage_widths_double() -> None:
     encoder = ResNet18(2, in_channels=3, width=6)
-    widths = [stage[-1].conv2.out_channels for stage in encoder.stages]
+    blocks = [m for m in encoder.modules() if isinstance(m, BasicBlock)]
+    widths = [block.conv2.out_channels for block in blocks[1::2]]
     assert widths == [6, 12, 24, 48]
 
 
@@ -87,7 +90,8 @@ def test_zero_init_residual_makes_blocks_start_as_identity_branches() -> None:
     blocks = [m for m in encoder.modules() if isinstance(m, BasicBlock)]
     assert all(bool((b.bn2.weight == 0).all()) for b in blocks)
     plain = build_encoder("resnet18_2d", in_channels=3, width=4)
-    assert all(bool((b.bn2.weight == 1).all()) for b in plain.modules() if isinstance(b, BasicBlock))
+    plain_blocks = [m for m in plain.modules() if isinstance(m, BasicBlock)]
+    assert all(bool((b.bn2.weight == 1).all()) for b in plain_blocks)
 
 
 @pytest.mark.parametrize(

@@ -160,7 +160,7 @@ def to_pcm16(wave: np.ndarray) -> np.ndarray:
 def condition(
     samples: np.ndarray, sample_rate_hz: int, *, target_rate_hz: int, num_samples: int
 ) -> np.ndarray:
-    """Decoded samples (T, C) or (T,) → int16 PCM clip of exactly ``num_samples`` at the target rate.
+    """Decoded samples (T, C) or (T,) → int16 PCM clip of ``num_samples`` at the target rate.
 
     Raises:
         AudioError: the samples contain NaN or inf.

@@ -5,8 +5,8 @@ A prepared dataset is a folder (local path or any URI that ``pyarrow.fs`` unders
     OUT/manifest.json
     OUT/<split>/*.parquet      # one row per clip, schema below
 
-Row schema (``ROW_SCHEMA``):
-    sample_id  int64    stable id: a hash of the source path relative to the source root, in [0, 2**62)
+Row schema (``row_schema``):
+    sample_id  int64    stable id in [0, 2**62): a hash of the path relative to the source root
     pcm        arrow.fixed_shape_tensor<int16>[clip_samples]   16-bit PCM, mono
     label      int64    index into ``Manifest.labels``
     split      string   split name (the folder name)
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from clar_ray.storage import resolve_filesystem
+
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
@@ -43,7 +44,6 @@ __all__ = [
     "ManifestError",
     "SplitInfo",
     "load_split",
-    "resolve_filesystem",
     "row_schema",
     "sample_id_for",
 ]
@@ -77,19 +77,6 @@ def sample_id_for(relative_path: str) -> int:
     """Stable, non-negative id in [0, 2**62) from a POSIX path relative to the source root."""
     digest = hashlib.blake2b(relative_path.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> (64 - _SAMPLE_ID_BITS)
-
-
-def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and the path inside it for a local path or a URI (s3://, gs://, ...).
-
-    Local paths may be relative; they are made absolute.
-    """
-    if not uri:
-        raise ValueError("path must be a non-empty string")
-    if "://" in uri:
-        fs, path = pafs.FileSystem.from_uri(uri)
-        return fs, path.rstrip("/") or path
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
 
 
 @dataclass(frozen=True)
@@ -245,9 +232,23 @@ class Manifest:
             "split": "string",
             "path": "string",
         }
-        order = ["format_version", "recipe", "source", "options", "sample_rate", "clip_samples",
-                 "clip_seconds", "labels", "splits", "skipped", "silent", "excluded", "notes",
-                 "schema", "created"]  # fmt: skip
+        order = [
+            "format_version",
+            "recipe",
+            "source",
+            "options",
+            "sample_rate",
+            "clip_samples",
+            "clip_seconds",
+            "labels",
+            "splits",
+            "skipped",
+            "silent",
+            "excluded",
+            "notes",
+            "schema",
+            "created",
+        ]
         return {k: d[k] for k in order}
 
     @classmethod

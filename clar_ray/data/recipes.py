@@ -39,8 +39,8 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from clar_ray.data.audio import AUDIO_EXTENSIONS
-from clar_ray.data.manifest import resolve_filesystem
 from clar_ray.data.synthetic import KINDS, SyntheticSpec, clip_path
+from clar_ray.storage import resolve_filesystem
 
 __all__ = [
     "RECIPES",
@@ -61,10 +61,15 @@ __all__ = [
 SPEECH_COMMANDS_URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
 _MAX_DEPTH = 32
 _SPLIT_FOLDERS = {
-    "train": "train", "training": "train",
-    "test": "test", "testing": "test",
-    "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
-}  # fmt: skip
+    "train": "train",
+    "training": "train",
+    "test": "test",
+    "testing": "test",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+}
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,9 @@ def resolve_options(recipe: Recipe, options: Mapping[str, object] | None) -> dic
     unknown = sorted(set(given) - set(allowed))
     if unknown:
         names = ", ".join(f"{o.name} (default {o.default!r})" for o in recipe.options) or "none"
-        raise ValueError(f"unknown option(s) {unknown} for recipe {recipe.name!r}; allowed: {names}")
+        raise ValueError(
+            f"unknown option(s) {unknown} for recipe {recipe.name!r}; allowed: {names}"
+        )
     out: dict[str, str] = {}
     for name, opt in allowed.items():
         value = str(given.get(name, opt.default)).strip()
@@ -333,14 +340,18 @@ def _seeded_split(
         for path, label in items:
             m = pattern.search(path)
             if m is None:
-                skipped.append({"path": path, "reason": f"does not match group_regex {group_regex!r}"})
+                skipped.append(
+                    {"path": path, "reason": f"does not match group_regex {group_regex!r}"}
+                )
                 continue
             kept.append((path, label))
             groups.append(m.group(1) if pattern.groups else m.group(0))
         splits = grouped_split(groups, fraction, rng)
-        note = (f"seeded split keeping groups apart (group_regex={group_regex!r}, "
-                f"{len(set(groups))} groups), test_fraction={fraction}, seed={seed}; "
-                "classes are not stratified")  # fmt: skip
+        note = (
+            f"seeded split keeping groups apart (group_regex={group_regex!r}, "
+            f"{len(set(groups))} groups), test_fraction={fraction}, seed={seed}; "
+            "classes are not stratified"
+        )
         items = kept
     else:
         splits = stratified_split([label for _, label in items], fraction, rng)
@@ -381,8 +392,9 @@ def _folder(source: _Source | None, options: Mapping[str, str]) -> Listing:
         if options["group_regex"]:
             note += " (group_regex unused)"
     else:
-        entries, more, note = _seeded_split([(p, lab) for p, lab, _ in items], options,
-                                            options["group_regex"])  # fmt: skip
+        entries, more, note = _seeded_split(
+            [(p, lab) for p, lab, _ in items], options, options["group_regex"]
+        )
         skipped += more
     labels = tuple(sorted({e.label for e in entries}))
     return Listing(source.uri, tuple(entries), labels, tuple(skipped), notes={"split": note})
@@ -401,7 +413,9 @@ def _fsdd(source: _Source | None, options: Mapping[str, str]) -> Listing:
         m = _FSDD_NAME.match(rel)
         if m is None:
             reason = "name is not {digit}_{speaker}_{take}.wav"
-            skipped.append(_not_audio(rel) if not _is_audio(rel) else {"path": rel, "reason": reason})
+            skipped.append(
+                _not_audio(rel) if not _is_audio(rel) else {"path": rel, "reason": reason}
+            )
             continue
         split = "test" if int(m.group("take")) <= 4 else "train"
         entries.append(Entry(rel, m.group("digit"), split))
@@ -462,11 +476,38 @@ def _philharmonia(source: _Source | None, options: Mapping[str, str]) -> Listing
 
 
 _SC_DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-_SC_WORDS = tuple(sorted(_SC_DIGITS + (
-    "backward", "bed", "bird", "cat", "dog", "down", "follow", "forward", "go", "happy", "house",
-    "learn", "left", "marvin", "no", "off", "on", "right", "sheila", "stop", "tree", "up",
-    "visual", "wow", "yes",
-)))  # fmt: skip
+_SC_WORDS = tuple(
+    sorted(
+        _SC_DIGITS
+        + (
+            "backward",
+            "bed",
+            "bird",
+            "cat",
+            "dog",
+            "down",
+            "follow",
+            "forward",
+            "go",
+            "happy",
+            "house",
+            "learn",
+            "left",
+            "marvin",
+            "no",
+            "off",
+            "on",
+            "right",
+            "sheila",
+            "stop",
+            "tree",
+            "up",
+            "visual",
+            "wow",
+            "yes",
+        )
+    )
+)
 
 
 def _fetch_url(url: str, dest: Path) -> None:
@@ -509,7 +550,9 @@ def download_speech_commands(download_dir: str, *, url: str = SPEECH_COMMANDS_UR
                         raise ValueError(f"unsafe path in archive: {member.name!r}")
                 tar.extractall(tmp)  # noqa: S202
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise RuntimeError(f"archive {archive} is damaged ({_oneline(e)}); delete it and retry") from e
+        raise RuntimeError(
+            f"archive {archive} is damaged ({_oneline(e)}); delete it and retry"
+        ) from e
     shutil.rmtree(dest, ignore_errors=True)
     tmp.replace(dest)
     (dest / ".complete").touch()
@@ -525,7 +568,9 @@ def _speechcommands(source: _Source | None, options: Mapping[str, str]) -> Listi
             raise FileNotFoundError(
                 f"{name} not found in {source.uri!r}: not the official Speech Commands layout"
             )
-        lists[split] = {line.strip() for line in source.read_text(name).splitlines() if line.strip()}
+        lists[split] = {
+            line.strip() for line in source.read_text(name).splitlines() if line.strip()
+        }
     words = _SC_DIGITS if options["subset"] == "sc10" else _SC_WORDS
     files, skipped = walk_files(source)
     excluded: Counter[str] = Counter()
@@ -550,8 +595,14 @@ def _speechcommands(source: _Source | None, options: Mapping[str, str]) -> Listi
                 reason = f"listed in the {split} list but missing"
                 skipped.append({"path": rel, "reason": reason})
     note = "official split: validation_list.txt and testing_list.txt, the rest train"
-    return Listing(source.uri, tuple(entries), words, tuple(skipped), dict(excluded),
-                   {"split": note, "subset": options["subset"]})  # fmt: skip
+    return Listing(
+        source.uri,
+        tuple(entries),
+        words,
+        tuple(skipped),
+        dict(excluded),
+        {"split": note, "subset": options["subset"]},
+    )
 
 
 def _esc50(source: _Source | None, options: Mapping[str, str]) -> Listing:
@@ -567,8 +618,10 @@ def _esc50(source: _Source | None, options: Mapping[str, str]) -> Listing:
     on_disk = {rel for rel, _ in files}
     listed = {r["filename"] for r in rows}
     skipped = [{"path": f"audio/{s['path']}", "reason": s["reason"]} for s in skipped]
-    skipped += [{"path": f"audio/{rel}", "reason": "not listed in meta/esc50.csv"}
-                for rel in sorted(on_disk - listed)]  # fmt: skip
+    skipped += [
+        {"path": f"audio/{rel}", "reason": "not listed in meta/esc50.csv"}
+        for rel in sorted(on_disk - listed)
+    ]
     esc10 = options["subset"] == "esc10"
     excluded: Counter[str] = Counter()
     entries: list[Entry] = []
@@ -579,16 +632,23 @@ def _esc50(source: _Source | None, options: Mapping[str, str]) -> Listing:
             continue
         targets[r["category"]] = int(r["target"])
         if r["filename"] not in on_disk:
-            skipped.append({"path": f"audio/{r['filename']}",
-                            "reason": "listed in meta/esc50.csv but missing"})  # fmt: skip
+            skipped.append(
+                {"path": f"audio/{r['filename']}", "reason": "listed in meta/esc50.csv but missing"}
+            )
             continue
         split = "test" if int(r["fold"]) == test_fold else "train"
         entries.append(Entry(f"audio/{r['filename']}", r["category"], split))
     entries.sort(key=lambda e: e.path)
     labels = tuple(sorted(targets, key=targets.__getitem__))
     note = f"official folds: fold {test_fold} is test, the other folds train"
-    return Listing(source.uri, tuple(entries), labels, tuple(skipped), dict(excluded),
-                   {"split": note, "subset": options["subset"]})  # fmt: skip
+    return Listing(
+        source.uri,
+        tuple(entries),
+        labels,
+        tuple(skipped),
+        dict(excluded),
+        {"split": note, "subset": options["subset"]},
+    )
 
 
 _NSYNTH_SPLITS = {"nsynth-train": "train", "nsynth-valid": "validation", "nsynth-test": "test"}
@@ -627,8 +687,9 @@ def _nsynth(source: _Source | None, options: Mapping[str, str]) -> Listing:
     entries.sort(key=lambda e: e.path)
     labels = tuple(sorted(order, key=order.__getitem__))
     note = "official NSynth split folders: " + ", ".join(folders)
-    return Listing(source.uri, tuple(entries), labels, tuple(skipped),
-                   notes={"split": note, "label": by_label})  # fmt: skip
+    return Listing(
+        source.uri, tuple(entries), labels, tuple(skipped), notes={"split": note, "label": by_label}
+    )
 
 
 def _synthetic(source: _Source | None, options: Mapping[str, str]) -> Listing:
@@ -652,14 +713,23 @@ RECIPES: dict[str, Recipe] = {
         "folder",
         "one subfolder per class (or SPLIT/CLASS/ with train/test/validation folders)",
         _SPLIT_OPTIONS
-        + (Option("group_regex", "", "regex on the relative path whose match (first group if any) "
-                  "names a group kept on one side of the split, e.g. a speaker"),),  # fmt: skip
+        + (
+            Option(
+                "group_regex",
+                "",
+                "regex on the relative path whose match (first group if any) "
+                "names a group kept on one side of the split, e.g. a speaker",
+            ),
+        ),
         "required",
         _folder,
     ),
     "fsdd": Recipe(
-        "fsdd", "Free Spoken Digit Dataset (folder or its recordings/), official split", (),
-        "required", _fsdd,
+        "fsdd",
+        "Free Spoken Digit Dataset (folder or its recordings/), official split",
+        (),
+        "required",
+        _fsdd,
     ),
     "philharmonia": Recipe(
         "philharmonia",
@@ -673,8 +743,12 @@ RECIPES: dict[str, Recipe] = {
         "speechcommands",
         "Speech Commands v0.02, official lists; downloads the archive when given no source",
         (
-            Option("subset", "sc10", "sc10: the digits zero-nine; all35: all 35 words",
-                   ("sc10", "all35")),  # fmt: skip
+            Option(
+                "subset",
+                "sc10",
+                "sc10: the digits zero-nine; all35: all 35 words",
+                ("sc10", "all35"),
+            ),
             Option("download_dir", "~/.cache/clar-ray", "where to download when no source"),
         ),
         "optional",
@@ -684,8 +758,9 @@ RECIPES: dict[str, Recipe] = {
         "esc50",
         "ESC-50 (meta/esc50.csv, audio/); one fold is test, the others train",
         (
-            Option("subset", "esc50", "esc50: 50 classes; esc10: the ESC-10 subset",
-                   ("esc50", "esc10")),  # fmt: skip
+            Option(
+                "subset", "esc50", "esc50: 50 classes; esc10: the ESC-10 subset", ("esc50", "esc10")
+            ),
             Option("test_fold", "5", "the fold used as test (1-5)"),
         ),
         "required",
@@ -694,8 +769,7 @@ RECIPES: dict[str, Recipe] = {
     "nsynth": Recipe(
         "nsynth",
         "NSynth (nsynth-train/valid/test with examples.json and audio/)",
-        (Option("label", "instrument_family", "what to predict",
-                ("instrument_family", "pitch")),),  # fmt: skip
+        (Option("label", "instrument_family", "what to predict", ("instrument_family", "pitch")),),
         "required",
         _nsynth,
     ),

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from clar_ray.config import JobConfig
 from clar_ray.data.manifest import Manifest, load_split
 from clar_ray.storage import resolve_filesystem
@@ -239,11 +240,11 @@ class AugmentViews:
         self.augmenter = Augmenter(sequence, sample_rate=sample_rate, preset=preset,
                                    params=params, seed=seed) if sequence else None
         self.labelled = np.asarray(labelled, dtype=np.int64)
-        if epoch is None:
+        if epoch is None and run_id is not None:
             import ray
 
-            epoch = ray.get(ray.get_actor(clock_name(run_id)).get.remote()) if run_id else 0
-        self.epoch = int(epoch)
+            epoch = int(ray.get(ray.get_actor(clock_name(run_id)).get.remote()))  # type: ignore[call-overload]
+        self.epoch = int(epoch or 0)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Augment a batch (inputs are read-only; nothing is modified in place)."""
@@ -294,9 +295,10 @@ def build_train_stream(
     labelled = labelled_ids(columns["sample_id"], columns["label"], config.data.label_fraction,
                             config.train.seed)
     fs, _root = resolve_filesystem(config.data.path)
-    files = [resolve_filesystem(path)[1] for path in manifest.shard_paths(config.data.path, split)]
+    files = [resolve_filesystem(path)[1]
+             for path in manifest.shard_paths(config.data.path, split)]
     context = ray.data.DataContext.get_current()
-    context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+    context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S  # type: ignore[assignment]
     context.enable_progress_bars = False
     dataset = ray.data.read_parquet(
         files, filesystem=fs, num_cpus=plan.read_cpus,

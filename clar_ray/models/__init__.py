@@ -14,6 +14,7 @@ from torch import nn
 from clar_ray.models.frontends import (
     FRONTEND_PRESETS,
     FRONTENDS,
+    Frontend,
     RawFrontend,
     TF3Frontend,
     build_frontend,
@@ -28,6 +29,7 @@ __all__ = [
     "ClarHead",
     "ClusterHead",
     "FeatureExtractor",
+    "Frontend",
     "ProjectionHead",
     "RawFrontend",
     "ResNet18",
@@ -49,18 +51,16 @@ class FeatureExtractor(nn.Module):
         ValueError: If the frontend's output does not fit the encoder's input.
     """
 
-    def __init__(self, frontend: nn.Module, encoder: nn.Module) -> None:
+    def __init__(self, frontend: Frontend, encoder: ResNet18) -> None:
         super().__init__()
-        f_ndim, f_channels = getattr(frontend, "ndim", None), getattr(frontend, "out_channels", None)
-        e_ndim, e_channels = getattr(encoder, "ndim", None), getattr(encoder, "in_channels", None)
-        if f_ndim != e_ndim or f_channels != e_channels:
+        if (frontend.ndim, frontend.out_channels) != (encoder.ndim, encoder.in_channels):
             raise ValueError(
-                f"frontend output (ndim={f_ndim}, channels={f_channels}) does not fit encoder "
-                f"input (ndim={e_ndim}, channels={e_channels})"
+                f"frontend output (ndim={frontend.ndim}, channels={frontend.out_channels}) does "
+                f"not fit encoder input (ndim={encoder.ndim}, channels={encoder.in_channels})"
             )
         self.frontend = frontend
         self.encoder = encoder
-        self.num_features: int = int(encoder.num_features)  # type: ignore[arg-type]
+        self.num_features = encoder.num_features
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """Map waveforms ``(B, T)`` to features ``(B, num_features)``."""

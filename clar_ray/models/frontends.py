@@ -78,9 +78,7 @@ _MAX_N_FFT = 2**16
 
 def _check_preset(preset: str) -> dict[str, Any]:
     if preset not in FRONTEND_PRESETS:
-        raise ValueError(
-            f"unknown frontend preset {preset!r}; allowed: {sorted(FRONTEND_PRESETS)}"
-        )
+        raise ValueError(f"unknown frontend preset {preset!r}; allowed: {sorted(FRONTEND_PRESETS)}")
     return FRONTEND_PRESETS[preset]
 
 
@@ -276,7 +274,21 @@ def _flatten_time(wave: torch.Tensor) -> tuple[torch.Size, torch.Tensor]:
     return wave.shape[:-1], wave.reshape(-1, wave.shape[-1]).float()
 
 
-class RawFrontend(nn.Module):
+class Frontend(nn.Module):
+    """Base of all frontends: waveforms ``(..., T)`` to encoder inputs.
+
+    Attributes:
+        out_channels: C, the channels of the output.
+        ndim: 1 for ``(..., C, T)`` outputs, 2 for ``(..., C, F, T')``.
+        sample_rate: Sample rate in Hz the frontend was built for.
+    """
+
+    out_channels: int
+    ndim: int
+    sample_rate: int
+
+
+class RawFrontend(Frontend):
     """The waveform itself as a one-channel signal: ``(..., T) -> (..., 1, T)`` float32.
 
     No normalisation: the encoder's stem convolution is followed by batch norm, which removes
@@ -303,7 +315,7 @@ class RawFrontend(nn.Module):
         return x.reshape(*lead, 1, x.shape[-1])
 
 
-class TF3Frontend(nn.Module):
+class TF3Frontend(Frontend):
     """Stacked log-power STFT, STFT phase and log-power mel: ``(..., T) -> (..., 3, F, T')``.
 
     Both transforms use a periodic Hann window of ``win_length`` centred in ``n_fft``
@@ -399,13 +411,13 @@ class TF3Frontend(nn.Module):
         )
 
 
-FRONTENDS: dict[str, Callable[..., nn.Module]] = {
+FRONTENDS: dict[str, Callable[..., Frontend]] = {
     "raw": RawFrontend,
     "tf3": TF3Frontend,
 }
 
 
-def build_frontend(name: str, *, sample_rate: int, preset: str = "paper") -> nn.Module:
+def build_frontend(name: str, *, sample_rate: int, preset: str = "paper") -> Frontend:
     """Build a frontend by its ``FRONTENDS`` name.
 
     Args:

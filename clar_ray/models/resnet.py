@@ -28,9 +28,15 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-_CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d}
-_NORM: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
-_POOL: dict[int, type[nn.Module]] = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d}
+_CONV: dict[int, type[nn.Conv1d] | type[nn.Conv2d]] = {1: nn.Conv1d, 2: nn.Conv2d}
+_NORM: dict[int, type[nn.BatchNorm1d] | type[nn.BatchNorm2d]] = {
+    1: nn.BatchNorm1d,
+    2: nn.BatchNorm2d,
+}
+_POOL: dict[int, type[nn.AdaptiveAvgPool1d] | type[nn.AdaptiveAvgPool2d]] = {
+    1: nn.AdaptiveAvgPool1d,
+    2: nn.AdaptiveAvgPool2d,
+}
 
 STAGE_BLOCKS = (2, 2, 2, 2)  # ResNet18
 STEM_1D_KERNEL = 80

@@ -1,0 +1,70 @@
+"""Audio augmentations of CLAR: numpy per clip and per batch (CPU), torch per batch (device).
+
+* ``signal``: the seven augmentations of the paper as numpy functions
+  ``(wave, rng, *, sample_rate, **params) -> wave``.
+* ``presets``: the registry ``AUGMENTATIONS`` and the ``paper`` / ``clar-code`` presets
+  (the differences from the official code are listed there).
+* ``compose``: ``Augmenter``, the reproducible ordered composition over a batch, and the seed
+  rule ``view_rng(seed, epoch, sample_id, view)``.
+* ``batch``: ``BatchAugmenter`` (cheap augmentations as torch ops, meant for CUDA) and SLICER's
+  ``kmix``; imported on first use, so CPU actors do not load torch through this package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clar_ray.augment.compose import Augmenter, split_for_device, step_rng, view_rng
+from clar_ray.augment.presets import (
+    AUGMENTATIONS,
+    CLAR_CODE_ORDER,
+    PRESETS,
+    AugmentationSpec,
+    build_params,
+    resolve_params,
+)
+from clar_ray.augment.signal import (
+    fade,
+    mixed_noise,
+    pitch_shift,
+    time_mask,
+    time_shift,
+    time_stretch,
+    white_noise,
+)
+
+_LAZY = {"BatchAugmenter", "kmix", "kmix_partners", "kmix_embedding", "spherical_kmeans"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from clar_ray.augment import batch
+
+        return getattr(batch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "AUGMENTATIONS",
+    "CLAR_CODE_ORDER",
+    "PRESETS",
+    "AugmentationSpec",
+    "Augmenter",
+    "BatchAugmenter",
+    "build_params",
+    "fade",
+    "kmix",
+    "kmix_embedding",
+    "kmix_partners",
+    "mixed_noise",
+    "pitch_shift",
+    "resolve_params",
+    "spherical_kmeans",
+    "split_for_device",
+    "step_rng",
+    "time_mask",
+    "time_shift",
+    "time_stretch",
+    "view_rng",
+    "white_noise",
+]

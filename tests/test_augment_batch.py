@@ -1,0 +1,206 @@
+"""The torch batch augmentations (against the numpy ones) and SLICER's k-mix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clar_ray.augment import AUGMENTATIONS, PRESETS, Augmenter, build_params
+from clar_ray.augment import batch as B
+from clar_ray.augment import signal as S
+from clar_ray.augment.compose import draw_step
+
+SR = 8000
+CHEAP = sorted(name for name, spec in AUGMENTATIONS.items() if spec.cheap)
+
+
+def _waves(b: int = 5, t: int = 1000, seed: int = 0) -> torch.Tensor:
+    return 0.2 * torch.randn(b, t, generator=torch.Generator().manual_seed(seed))
+
+
+def _draws(name: str, preset: str, n: int, t: int, **overrides: object) -> S.Draws:
+    spec = AUGMENTATIONS[name]
+    params = build_params(name, preset, {"p": 1.0, **overrides})
+    return draw_step(spec, params, seed=0, epoch=0, view=0, step=0,
+                     sample_ids=np.arange(n), n_samples=t, sample_rate=SR)
+
+
+def _tensors(draws: S.Draws) -> dict[str, torch.Tensor]:
+    return B._to_tensors(draws, torch.device("cpu"))
+
+
+# ----------------------------------------------------------------- against numpy
+
+
+def test_hash_is_bit_identical_to_numpy() -> None:
+    keys = np.array([0, 1, 12345, 2**32 - 1])
+    np.testing.assert_array_equal(B.hash_uniform(torch.tensor(keys), 300, 7).numpy(),
+                                  S.hash_uniform(keys, 300, 7))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("name", CHEAP)
+def test_torch_function_equals_numpy_apply(name: str, preset: str) -> None:
+    waves = _waves(8).abs() if preset == "clar-code" else _waves(8)
+    draws = _draws(name, preset, 8, waves.shape[1])
+    expected = AUGMENTATIONS[name].apply(waves.numpy(), draws, SR)
+    got = AUGMENTATIONS[name].torch_function(waves, _tensors(draws))  # type: ignore[misc]
+    assert got.dtype == torch.float32 and got.shape == waves.shape
+    np.testing.assert_allclose(got.numpy(), expected, atol=2e-6)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_batch_augmenter_equals_augmenter(preset: str) -> None:
+    waves, ids = _waves(6), torch.tensor([3, 1, 4, 1, 5, 9])
+    batch = B.BatchAugmenter(CHEAP, sample_rate=SR, preset=preset, seed=2)
+    cpu = Augmenter(CHEAP, sample_rate=SR, preset=preset, seed=2)
+    np.testing.assert_allclose(batch(waves, ids, epoch=3, view=1).numpy(),
+                               cpu(waves.numpy(), ids.numpy(), epoch=3, view=1), atol=2e-6)
+
+
+def test_cpu_then_device_split_equals_the_whole_sequence() -> None:
+    sequence = ["fade", "time_stretch", "time_mask", "white_noise", "time_shift"]
+    waves, ids = _waves(4, 2000), np.array([10, 20, 30, 40])
+    whole = Augmenter(sequence, sample_rate=SR, seed=9)
+    cpu, device = whole.split()
+    assert cpu.sequence == ("fade", "time_stretch") and device.first_step == 2
+    middle = cpu(waves.numpy(), ids, epoch=1, view=0)
+    out = device(torch.from_numpy(middle), torch.from_numpy(ids), epoch=1, view=0)
+    np.testing.assert_allclose(out.numpy(), whole(waves.numpy(), ids, epoch=1, view=0),
+                               atol=2e-6)
+    same = B.BatchAugmenter.device_part(sequence, sample_rate=SR, seed=9)
+    assert same.sequence == device.sequence and same.first_step == 2
+
+
+# ----------------------------------------------------------------- batch properties
+
+
+def test_fixed_shift_is_torch_roll_and_fixed_fade_is_the_ramp() -> None:
+    waves = _waves(3, 40)
+    shift = B.BatchAugmenter(["time_shift"], sample_rate=SR, params={
+        "time_shift": {"min_shift_fraction": 0.1, "max_shift_fraction": 0.1}})
+    np.testing.assert_array_equal(shift(waves, torch.arange(3), epoch=0, view=0),
+                                  torch.roll(waves, 4, dims=1))
+    fade = B.BatchAugmenter(["fade"], sample_rate=SR, params={"fade": {
+        "shapes": ["linear"], "min_fade_in_fraction": 0.1, "max_fade_in_fraction": 0.1,
+        "max_fade_out_fraction": 0.0}})
+    out = fade(torch.ones(2, 40), torch.arange(2), epoch=0, view=0)
+    np.testing.assert_allclose(out[:, :4].numpy(), [[0, 1 / 3, 2 / 3, 1]] * 2, atol=1e-7)
+    assert torch.all(out[:, 4:] == 1)
+
+
+@pytest.mark.parametrize("name", CHEAP)
+def test_p_zero_is_identity_and_input_is_untouched(name: str) -> None:
+    waves = _waves()
+    before = waves.clone()
+    off = B.BatchAugmenter([name], sample_rate=SR, params={name: {"p": 0.0}})
+    assert torch.equal(off(waves, torch.arange(5), epoch=0, view=0), waves)
+    B.BatchAugmenter([name], sample_rate=SR)(waves, torch.arange(5), epoch=0, view=0)
+    assert torch.equal(waves, before)
+
+
+def test_parameters_differ_across_rows_and_follow_ids_not_positions() -> None:
+    row = _waves(1)
+    waves = row.repeat(6, 1)
+    augmenter = B.BatchAugmenter(["time_shift", "white_noise"], sample_rate=SR, seed=5)
+    out = augmenter(waves, torch.arange(6), epoch=0, view=0)
+    assert all(not torch.allclose(out[i], out[j]) for i in range(6) for j in range(i))
+    halves = torch.cat([augmenter(waves[3:], torch.arange(3, 6), epoch=0, view=0),
+                        augmenter(waves[:3], torch.arange(3), epoch=0, view=0)])
+    assert torch.equal(halves, torch.cat([out[3:], out[:3]]))
+    assert not torch.allclose(augmenter(waves, torch.arange(6), epoch=1, view=0), out)
+    assert not torch.allclose(augmenter(waves, torch.arange(6), epoch=0, view=1), out)
+
+
+def test_dtype_is_kept() -> None:
+    waves = _waves().double()
+    out = B.BatchAugmenter(["fade", "white_noise"], sample_rate=SR)(
+        waves, torch.arange(5), epoch=0, view=0)
+    assert out.dtype == torch.float64 and out.shape == waves.shape
+
+
+def test_expensive_and_unknown_names_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"'pitch_shift' has no batched torch version"):
+        B.BatchAugmenter(["fade", "pitch_shift"], sample_rate=SR)
+    with pytest.raises(ValueError, match=r"unknown augmentation 'reverb'"):
+        B.BatchAugmenter(["reverb"], sample_rate=SR)
+
+
+@pytest.mark.gpu
+def test_cuda_gives_the_cpu_result() -> None:
+    waves, ids = _waves(16, 4000), torch.arange(16)
+    augmenter = B.BatchAugmenter(CHEAP, sample_rate=SR, seed=1)
+    on_cpu = augmenter(waves, ids, epoch=0, view=0)
+    on_gpu = augmenter(waves.cuda(), ids, epoch=0, view=0)
+    assert on_gpu.is_cuda
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------- k-mix
+
+
+def _log_mels(b: int = 8, f: int = 6, t: int = 10, seed: int = 0) -> torch.Tensor:
+    return torch.randn(b, f, t, generator=torch.Generator().manual_seed(seed))
+
+
+def test_kmix_is_log_mixup_exp_with_its_partners_and_weights() -> None:
+    x = _log_mels()
+    out = B.kmix(x, torch.Generator().manual_seed(3))
+    partners, weights = B.kmix_partners(B.kmix_embedding(x), B.kmix_embedding(x),
+                                        torch.Generator().manual_seed(3))
+    assert out.shape == x.shape
+    assert torch.all((weights >= 0) & (weights <= 0.4)) and weights.std() > 0
+    assert torch.all(partners != torch.arange(8))
+    lam = weights[:, None, None]
+    expected = torch.log((1 - lam) * x.exp() + lam * x[partners].exp())
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_kmix_scales_agree_and_zero_ratio_is_identity() -> None:
+    x = _log_mels()
+    from_db = B.kmix(x * 10 / np.log(10), torch.Generator().manual_seed(1), scale="db")
+    from_log = B.kmix(x, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(from_db * np.log(10) / 10, from_log, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(B.kmix(x, torch.Generator(), max_ratio=0.0), x)
+    linear = B.kmix(x, torch.Generator().manual_seed(1), scale="linear")
+    partners, weights = B.kmix_partners(B.kmix_embedding(x), B.kmix_embedding(x),
+                                        torch.Generator().manual_seed(1))
+    lam = weights[:, None, None]
+    torch.testing.assert_close(linear, (1 - lam) * x + lam * x[partners])
+    assert torch.equal(B.kmix(x[:1], torch.Generator()), x[:1])  # no partner but itself
+
+
+def test_kmix_partners_come_from_the_farthest_cluster() -> None:
+    directions = torch.eye(3)  # three clusters along the axes; cluster 2 is farthest from 0
+    centroids = torch.stack([directions[0], directions[0] * 0.6 + directions[1] * 0.8,
+                             -directions[0]])
+    x = torch.cat([directions[0].repeat(4, 1), -directions[0].repeat(2, 1)])
+    x = x[:, :, None].repeat(1, 1, 5)  # (6, 3, 5): time-constant spectra
+    partners, _ = B.kmix_partners(B.kmix_embedding(x), B.kmix_embedding(x),
+                                  torch.Generator().manual_seed(0), centroids=centroids)
+    assert set(partners[:4].tolist()) <= {4, 5}  # rows in cluster 0 mix with cluster 2
+    assert set(partners[4:].tolist()) <= {0, 1, 2, 3}
+    only = B.kmix_partners(B.kmix_embedding(x), B.kmix_embedding(x), torch.Generator(),
+                           centroids=centroids, top_k=1)[0]
+    assert only[:4].tolist() == [4, 4, 4, 4]
+
+
+def test_kmix_with_a_memory_and_determinism() -> None:
+    x, memory = _log_mels(4), _log_mels(16, seed=1)
+    first = B.kmix(x, torch.Generator().manual_seed(7), memory=memory)
+    again = B.kmix(x, torch.Generator().manual_seed(7), memory=memory)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, B.kmix(x, torch.Generator().manual_seed(8), memory=memory))
+    with pytest.raises(ValueError, match="memory items must be shaped like x's"):
+        B.kmix(x, torch.Generator(), memory=memory[:, :3])
+
+
+def test_spherical_kmeans_finds_separated_clusters() -> None:
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.eye(4)[:3] * 5
+    points = torch.cat([c + 0.1 * torch.randn(20, 4, generator=gen) for c in centres])
+    centroids = B.spherical_kmeans(points, 3, torch.Generator().manual_seed(1))
+    assert centroids.shape == (3, 4)
+    torch.testing.assert_close(centroids.norm(dim=1), torch.ones(3))
+    assert set((points @ centroids.T).argmax(dim=1).reshape(3, 20)[:, 0].tolist()) == {0, 1, 2}

@@ -24,7 +24,7 @@ from torch import nn
 
 from clar_ray import artifacts, storage
 from clar_ray.data.manifest import Manifest
-from clar_ray.evaluate import check_compatible, default_device, extract_features
+from clar_ray.evaluate import check_compatible, default_device, extract_features, feature_size
 
 __all__ = ["EMBED_COLUMNS", "EmbedActor", "embed_run", "embedding_schema"]
 
@@ -57,7 +57,7 @@ class EmbedActor:
         torch.set_num_threads(max(1, threads))
         self.device = default_device()
         self.extractor = extractor.to(self.device).eval()
-        self.schema = embedding_schema(int(extractor.num_features))
+        self.schema = embedding_schema(feature_size(extractor))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         """Embed one batch (inputs are read-only views; nothing is modified)."""
@@ -89,8 +89,9 @@ def embed_run(run_dir: str, data: str, out: str, *, split: str | None = None,
               batch_size: int = 256, actors: int | None = None) -> int:
     """Write one embedding row per clip of ``data`` with a run's frozen encoder.
 
-    Uses the running Ray session (Ray Data starts a local one when none runs). Each actor
-    takes one GPU when the cluster has GPUs (one actor per GPU), else one CPU.
+    Uses the running Ray session, or starts a local one for the call. Each actor takes one
+    GPU when the cluster has GPUs (up to one actor per GPU), else one CPU (up to half the
+    CPUs, at most 8).
 
     Args:
         run_dir: The run directory holding ``encoder.pt`` (local path or URI).
@@ -108,6 +109,7 @@ def embed_run(run_dir: str, data: str, out: str, *, split: str | None = None,
         KeyError: ``split`` is not in the dataset.
         RuntimeError: The rows written differ from the clips in the manifest.
     """
+    import ray
     import ray.data
 
     if batch_size < 1:
@@ -122,22 +124,29 @@ def embed_run(run_dir: str, data: str, out: str, *, split: str | None = None,
     fs, _root = storage.resolve_filesystem(data)
     files = [storage.resolve_filesystem(path)[1]
              for name in splits for path in manifest.shard_paths(data, name)]
-    size, cpus, gpus = _actor_plan(actors)
-    dataset = ray.data.read_parquet(files, filesystem=fs).select_columns(
-        ["sample_id", "pcm", "label", "split"])
-    embedded = dataset.map_batches(
-        EmbedActor,
-        batch_size=batch_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=size),
-        num_cpus=cpus,
-        num_gpus=gpus,
-        fn_constructor_kwargs={"extractor": extractor, "threads": int(cpus)},
-    )
-    if out.endswith(".parquet"):
-        rows = _write_file(embedded, out, embedding_schema(int(extractor.num_features)))
-    else:
-        rows = _write_folder(embedded, out)
+    own_session = not ray.is_initialized()
+    if own_session:
+        ray.init(include_dashboard=False)
+    try:
+        size, cpus, gpus = _actor_plan(actors)
+        dataset = ray.data.read_parquet(files, filesystem=fs).select_columns(
+            ["sample_id", "pcm", "label", "split"])
+        embedded = dataset.map_batches(
+            EmbedActor,
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
+            num_cpus=cpus,
+            num_gpus=gpus,
+            fn_constructor_kwargs={"extractor": extractor, "threads": int(cpus)},
+        )
+        if out.endswith(".parquet"):
+            rows = _write_file(embedded, out, embedding_schema(feature_size(extractor)))
+        else:
+            rows = _write_folder(embedded, out)
+    finally:
+        if own_session:
+            ray.shutdown()
     if rows != expected:
         raise RuntimeError(f"wrote {rows} embeddings to {out}, but the manifest lists {expected} "
                            f"clips in splits {splits}")

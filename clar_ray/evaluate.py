@@ -15,10 +15,11 @@ Data lives in :mod:`clar_ray.embed`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -34,13 +35,15 @@ __all__ = [
     "KNN_TEMPERATURE",
     "PROBE_BATCH_SIZE",
     "Probe",
+    "check_compatible",
+    "default_device",
     "embed_run",
     "evaluate_run",
     "extract_features",
+    "feature_size",
     "knn_accuracy",
     "linear_probe",
     "load_run_job",
-    "pcm_to_float",
 ]
 
 #: Temperature of the kNN vote weights ``exp(cos / t)`` (Wu et al. 2018; DINO, solo-learn).
@@ -54,7 +57,7 @@ _PCM_SCALE = 1.0 / 32768.0
 Extractor = Callable[[Tensor], Tensor] | nn.Module
 
 
-def pcm_to_float(pcm: Tensor) -> Tensor:
+def _pcm_to_float(pcm: Tensor) -> Tensor:
     """int16 PCM → float32 in [-1, 1) (the same values as the training stream's conversion)."""
     return pcm.to(torch.float32) * _PCM_SCALE
 
@@ -102,9 +105,10 @@ def extract_features(extractor: Extractor, pcm: np.ndarray, *, batch_size: int =
     try:
         with torch.no_grad():
             for start in range(0, pcm.shape[0], batch_size):
-                batch = torch.from_numpy(np.ascontiguousarray(pcm[start:start + batch_size]))
+                chunk = np.require(pcm[start:start + batch_size], requirements=["C", "W"])
+                batch = torch.from_numpy(chunk)
                 batch = batch.to(device)  # int16 travels at half the bytes of float32
-                wave = pcm_to_float(batch) if batch.dtype == torch.int16 else batch  # (B, T)
+                wave = _pcm_to_float(batch) if batch.dtype == torch.int16 else batch  # (B, T)
                 feats = extractor(wave)  # (B, D)
                 if feats.dim() != 2 or feats.shape[0] != wave.shape[0]:
                     raise ValueError(f"the extractor must return (B, D) = ({wave.shape[0]}, D), "
@@ -127,7 +131,9 @@ def _check_xy(x: np.ndarray, y: np.ndarray, name: str) -> tuple[np.ndarray, np.n
                          f"got dtype {y.dtype}, min {y.min()}")
     if not np.isfinite(x).all():
         raise ValueError(f"{name}_x holds {int((~np.isfinite(x)).sum())} non-finite values")
-    return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
+    # writable, C-ordered arrays: torch.from_numpy warns on read-only ones (Arrow-backed)
+    return (np.require(x, dtype=np.float32, requirements=["C", "W"]),
+            np.require(y, dtype=np.int64, requirements=["C", "W"]))
 
 
 def _check_pair(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
@@ -138,6 +144,17 @@ def _check_pair(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
         raise ValueError(f"train and test features differ in size: {train_x.shape[1]} != "
                          f"{test_x.shape[1]}")
     return train_x, train_y, test_x, test_y
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one CPU thread: the probe's steps are too small to repay thread syncs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
@@ -151,7 +168,15 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     starts at zero and is trained with Adam (L2 ``weight_decay``) on shuffled mini-batches with
     a cosine-decayed learning rate; the final layer is scored (no early stopping on the test
     split). The problem is convex, so the zero start and the decay to 0 make the result depend
-    on the seed only through the mini-batch order.
+    on the seed only through the mini-batch order. On the CPU the steps run on one thread: a
+    step (``batch_size`` x D by D x C) is too small to repay the synchronisation of several.
+
+    Why mini-batch Adam: with standardised inputs one learning rate works for every encoder;
+    a step costs microseconds, so FSDD-sized probes (2,700 x 512, 100 epochs = 1,100 steps)
+    take about a second on one CPU core; and it uses the job's ``probe_lr``, ``probe_epochs``
+    and ``probe_weight_decay`` as they read. Full-batch L-BFGS to the optimum of the weakly
+    regularised problem was no more accurate on 512-d features (it overfits the way Adam's
+    finite schedule does not) and needs every row on the device at once.
 
     Args:
         train_x: Training features ``(N, D)``; every row is used.
@@ -189,10 +214,10 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     optimizer = torch.optim.Adam(layer.parameters(), lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     n = x.shape[0]
-    steps_per_epoch = math.ceil(n / batch_size)
-    total = epochs * steps_per_epoch
+    total = epochs * math.ceil(n / batch_size)
     step = 0
-    with torch.enable_grad():
+    threads = _one_thread() if device.type == "cpu" else contextlib.nullcontext()
+    with threads, torch.enable_grad():
         for _ in range(epochs):
             order = torch.randperm(n, generator=generator).to(device)
             for start in range(0, n, batch_size):
@@ -360,6 +385,15 @@ def check_compatible(manifest: Manifest, info: dict[str, Any], data: str) -> Non
             f"--sample-rate {want[0]} and a clip of {want[1] / want[0]:g} s")
 
 
+def feature_size(extractor: nn.Module) -> int:
+    """D, the features per clip of an extractor (its ``num_features``)."""
+    size = getattr(extractor, "num_features", None)
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"{type(extractor).__name__} has no positive int num_features "
+                         f"(got {size!r}): pass a clar_ray.models.FeatureExtractor")
+    return size
+
+
 def default_device() -> torch.device:
     """The first GPU when there is one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -403,7 +437,7 @@ def evaluate_run(run_dir: str, data: str | None = None) -> dict[str, Any]:
         "train_rows": probe.train_rows,
         "test_rows": probe.test_rows,
         "knn_k": job.eval.knn_k,
-        "num_features": int(getattr(extractor, "num_features", 0)),
+        "num_features": feature_size(extractor),
         "seconds": round(time.perf_counter() - started, 3),
     }
     storage.write_json(artifacts.run_file(run_dir, artifacts.RESULT_FILE), result)

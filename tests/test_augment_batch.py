@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from clar_ray.augment import AUGMENTATIONS, PRESETS, Augmenter, build_params
+from clar_ray.augment import AUGMENTATIONS, PRESETS, Augmenter, build_params, noise
 from clar_ray.augment import batch as B
 from clar_ray.augment import signal as S
 from clar_ray.augment.compose import draw_step
@@ -36,7 +36,7 @@ def _tensors(draws: S.Draws) -> dict[str, torch.Tensor]:
 def test_hash_is_bit_identical_to_numpy() -> None:
     keys = np.array([0, 1, 12345, 2**32 - 1])
     np.testing.assert_array_equal(B.hash_uniform(torch.tensor(keys), 300, 7).numpy(),
-                                  S.hash_uniform(keys, 300, 7))
+                                  noise.hash_uniform(keys, 300, 7))
 
 
 @pytest.mark.parametrize("preset", PRESETS)

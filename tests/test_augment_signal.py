@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchaudio
 
-from clar_ray.augment import AUGMENTATIONS, PRESETS, resolve_params
+from clar_ray.augment import AUGMENTATIONS, PRESETS, noise, resolve_params, vocoder
 from clar_ray.augment import signal as S
 
 SR = 16000
@@ -109,6 +109,9 @@ def test_time_shift_stays_within_the_cap() -> None:
         out = S.time_shift(wave, _rng(seed), sample_rate=1000, max_shift_seconds=0.01)
         shift = int(np.flatnonzero(out == 0)[0])  # where sample 0 went
         assert min(shift, 1000 - shift) <= 10
+    out = S.time_shift(wave, _rng(), sample_rate=1000, min_shift_fraction=0.3,
+                       max_shift_seconds=0.01)
+    np.testing.assert_array_equal(out, np.roll(wave, 10))  # a range beyond the cap → the cap
 
 
 # ----------------------------------------------------------------- fade
@@ -225,11 +228,13 @@ def test_clar_code_mixed_noise_is_clipped_to_unit_range() -> None:
 
 
 def test_hashed_noise_is_standard_normal_and_independent_per_key() -> None:
-    noise = S.hash_normal(np.array([1, 2, 2**32 - 1]), 20000)
-    assert np.all(np.abs(noise.mean(axis=1)) < 0.03)
-    assert np.all(np.abs(noise.std(axis=1) - 1) < 0.03)
-    assert abs(np.corrcoef(noise[0], noise[1])[0, 1]) < 0.03
-    np.testing.assert_array_equal(noise[1], S.hash_normal(np.array([2]), 20000)[0])
+    normal = noise.hash_normal(np.array([1, 2, 2**32 - 1]), 20000)
+    assert np.all(np.abs(normal.mean(axis=1)) < 0.03)
+    assert np.all(np.abs(normal.std(axis=1) - 1) < 0.03)
+    assert abs(np.corrcoef(normal[0], normal[1])[0, 1]) < 0.03
+    np.testing.assert_array_equal(normal[1], noise.hash_normal(np.array([2]), 20000)[0])
+    np.testing.assert_array_equal(normal[:, 123:456],
+                                  noise.hash_normal(np.array([1, 2, 2**32 - 1]), 333, 123))
 
 
 # ----------------------------------------------------------------- pitch shift, time stretch
@@ -246,7 +251,7 @@ def test_pitch_shift_moves_a_sine_by_two_to_the_n_over_12(semitones: float) -> N
 @pytest.mark.parametrize("semitones", [-15.0, 4.5, 15.0])
 def test_pitch_shift_matches_librosa(semitones: float) -> None:
     wave = _sine(300.0) + _noise_clip(SR)
-    ours = S.shift_pitch(wave, semitones, SR)
+    ours = vocoder.shift_pitch(wave, semitones, SR)
     theirs = librosa.effects.pitch_shift(wave, sr=SR, n_steps=semitones)
     np.testing.assert_allclose(ours, theirs, atol=3e-3)
 
@@ -254,7 +259,7 @@ def test_pitch_shift_matches_librosa(semitones: float) -> None:
 @pytest.mark.parametrize("rate", [0.5, 0.8, 1.3, 1.5])
 def test_stretch_matches_librosa(rate: float) -> None:
     wave = _sine(300.0) + _noise_clip(SR)
-    ours = S.stretch(wave, rate)
+    ours = vocoder.stretch(wave, rate)
     theirs = librosa.effects.time_stretch(wave, rate=rate)
     assert ours.shape == theirs.shape
     np.testing.assert_allclose(ours, theirs, atol=5e-3)

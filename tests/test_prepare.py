@@ -169,12 +169,17 @@ def test_nothing_decodable_is_an_error(tmp_path: Path):
     (source / "a").mkdir(parents=True)
     (source / "a" / "x.wav").write_bytes(b"junk" * 100)
     (source / "a" / "y.wav").write_bytes(b"")
+    (source / "a" / "empty").mkdir()
     out = tmp_path / "out"
-    with pytest.raises(PrepareError, match=r"(?s)no decodable audio: all 2 files.*a/x.wav"):
+    with pytest.raises(
+        PrepareError, match=r"(?s)no decodable audio: all 2 files.*a/x.wav: cannot decode"
+    ):
         prepare_dataset("folder", str(out), source=str(source), progress=False)
     assert not (out / "manifest.json").exists()
     with pytest.raises(PrepareError, match="found no audio files"):
-        prepare_dataset("folder", str(tmp_path / "o2"), source=str(tmp_path / "o2"), progress=False)
+        prepare_dataset(
+            "folder", str(tmp_path / "o2"), source=str(source / "a" / "empty"), progress=False
+        )
 
 
 def test_synthetic_end_to_end_stable_ids_and_ray_reads_int16(tmp_path: Path):

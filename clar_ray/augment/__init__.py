@@ -8,6 +8,14 @@
   rule ``view_rng(seed, epoch, sample_id, view)``.
 * ``batch``: ``BatchAugmenter`` (cheap augmentations as torch ops, meant for CUDA) and SLICER's
   ``kmix``; imported on first use, so CPU actors do not load torch through this package.
+* ``noise`` and ``vocoder``: the counter-based noise shared by numpy and torch, and librosa's
+  phase-vocoder time stretch and pitch shift without librosa's per-frame loop.
+
+Threads: the numpy path starts no thread pool (numpy's pocketfft and soxr run one thread,
+librosa and numba are not used), so a CPU actor needs no setting for it; BLAS is not used
+either, though ``OPENBLAS_NUM_THREADS=1`` keeps an idle pool out of each actor. The torch path
+on CPU tensors runs on torch's intra-op pool: set ``torch.set_num_threads`` (or
+``OMP_NUM_THREADS``) where that shares cores with other work.
 """
 
 from __future__ import annotations

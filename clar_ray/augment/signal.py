@@ -7,24 +7,21 @@ Each augmentation is three pieces, so one clip and a whole batch go through the 
 * ``draw_<name>(rng, n_samples, sample_rate, params) -> Draw``: one clip's random parameters,
   drawn from the generator it is given and nothing else (never from the waveform);
 * ``apply_<name>(waves, draws, sample_rate) -> waves``: the deterministic transform of a batch
-  ``(B, T)`` given the stacked draws. The cheap ones (fade, time mask, time shift, white and
-  mixed noise) are array ops over the batch; pitch shift and time stretch loop over rows.
+  ``(B, T)`` given the stacked draws. Noise is generated for all rows at once; fade, time mask
+  and time shift write only the samples they change, row slice by row slice (faster in numpy
+  than (B, T) array ops); pitch shift and time stretch run the phase vocoder row by row.
 
 The public per-clip function ``<name>(wave, rng, *, sample_rate, **params)`` is draw + apply on
 one clip. Every draw begins with the coin ``applied = rng.random() < p`` and then draws all its
 parameters whether or not the coin came up, so ``p`` changes nothing but the coin. Outputs are
 new float32 arrays of the input's length: inputs are never modified (Ray may hand read-only
-views).
+views). A row's result never depends on the other rows of its batch, to the bit.
 
-Noise (white, coloured, the time mask's fill) comes from a counter-based hash seeded by a
-32-bit key drawn from the generator: noise value ``t`` of a clip is a pure function of
-``(key, t)``. The torch versions in ``clar_ray.augment.batch`` use the same integer hash, so a
-clip gets the same noise on the CPU and on the training device.
-
-Pitch shift and time stretch use librosa's algorithm (phase vocoder on a 2048-point STFT with
-hop 512, then soxr ``HQ`` resampling for pitch shift) in a vectorised re-implementation that
-matches ``librosa.effects`` to ~1e-3 and is about three times faster; the FFTs are numpy's
-(single-threaded pocketfft) and soxr runs one thread, so no thread pool needs limiting here.
+Noise (white, coloured, the time mask's fill) comes from ``clar_ray.augment.noise``: a
+counter-based hash keyed by 32 bits drawn from the generator, which the torch versions in
+``clar_ray.augment.batch`` reproduce. Pitch shift and time stretch come from
+``clar_ray.augment.vocoder``: librosa's phase vocoder and soxr resampling without librosa's
+per-frame loop. Nothing here starts a thread pool.
 
 Legend: B clips in a batch, T samples per clip, F frequency bins, N STFT frames.
 """
@@ -37,7 +34,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import soxr
+
+from clar_ray.augment.noise import colored_noise, hash_normal, hash_uniform, unit_rms
+from clar_ray.augment.vocoder import shift_pitch, stretch_time
 
 #: One clip's random parameters (plain Python scalars).
 Draw = dict[str, Any]
@@ -57,10 +56,6 @@ NOISE_COLORS = ("white", "pink", "brown", "none")
 NOISE_EXPONENTS = (0.0, 1.0, 2.0, 0.0)
 #: Fills of ``time_mask``.
 MASK_FILLS = ("noise", "constant")
-
-N_FFT = 2048  # librosa's default STFT, as the paper and the official code used it
-HOP_LENGTH = 512
-
 
 # --------------------------------------------------------------------------- validation
 
@@ -286,71 +281,6 @@ class TimeStretchParams:
                 f"restore_length must be 'crop_pad' or 'resample', got {self.restore_length!r}")
 
 
-# --------------------------------------------------------------------------- hashed noise
-
-def _mix32(x: np.ndarray) -> np.ndarray:
-    """A 32-bit integer hash (the "lowbias32" finaliser) on uint32 arrays (wrapping)."""
-    x = x ^ (x >> np.uint32(16))
-    x = x * np.uint32(0x7FEB352D)
-    x = x ^ (x >> np.uint32(15))
-    x = x * np.uint32(0x846CA68B)
-    return x ^ (x >> np.uint32(16))
-
-
-def hash_uniform(keys: np.ndarray, n: int, offset: int = 0) -> np.ndarray:
-    """Uniform numbers in (0, 1] from a counter-based hash.
-
-    Args:
-        keys: (B,) integer keys in [0, 2**32).
-        n: Numbers per key.
-        offset: First counter (separates streams of the same key).
-
-    Returns:
-        (B, n) float32 ``((h >> 8) + 0.5) / 2**24`` of ``h = mix(mix(counter) ^ key)``;
-        element (b, t) depends only on ``keys[b]`` and ``offset + t``.
-    """
-    counters = _mix32(np.arange(offset, offset + n, dtype=np.uint32))  # (n,)
-    bits = _mix32(counters[None, :] ^ np.asarray(keys).astype(np.uint32)[:, None])  # (B, n)
-    return ((bits >> np.uint32(8)).astype(np.float32) + np.float32(0.5)) * np.float32(2.0**-24)
-
-
-def hash_normal(keys: np.ndarray, n: int, start: int = 0) -> np.ndarray:
-    """Standard normal numbers at positions ``[start, start + n)`` of each key's stream.
-
-    Position ``t`` is Box-Muller on the uniforms of counters ``2t`` and ``2t + 1``, so any
-    stretch of a stream can be computed on its own: (B,) keys → (B, n) float32.
-    """
-    u = hash_uniform(keys, 2 * n, 2 * start)
-    return np.sqrt(np.float32(-2.0) * np.log(u[:, 0::2])) * np.cos(
-        np.float32(2 * np.pi) * u[:, 1::2])
-
-
-def _unit_rms(x: np.ndarray) -> np.ndarray:
-    rms = np.sqrt(np.mean(np.square(x, dtype=np.float64), axis=-1, keepdims=True))
-    return x / np.maximum(rms, 1e-12).astype(np.float32)
-
-
-def colored_noise(keys: np.ndarray, n: int, exponents: np.ndarray) -> np.ndarray:
-    """Noise with power spectrum ∝ 1/f**beta, scaled to unit RMS.
-
-    Args:
-        keys: (B,) noise keys.
-        n: Samples per row.
-        exponents: (B,) beta per row: 0 white (returned as drawn), 1 pink, 2 brown.
-
-    Returns:
-        (B, n) float32 with unit RMS; coloured rows have no DC component.
-    """
-    out = hash_normal(keys, n)
-    k = np.maximum(np.arange(n // 2 + 1, dtype=np.float32), 1)  # (F,)
-    for row, beta in enumerate(np.asarray(exponents, dtype=np.float32)):
-        if beta > 0:  # one row at a time: a batched FFT may round differently per batch
-            gain = k ** (-0.5 * beta)
-            gain[0] = 0.0
-            out[row] = np.fft.irfft(np.fft.rfft(out[row]) * gain, n=n)
-    return _unit_rms(out)
-
-
 # --------------------------------------------------------------------------- draws
 
 
@@ -430,8 +360,7 @@ def draw_time_shift(rng: np.random.Generator, n_samples: int, sample_rate: int,
     high = round(params.max_shift_fraction * n_samples)
     if params.max_shift_seconds is not None:
         cap = round(params.max_shift_seconds * sample_rate)
-        low, high = max(low, -cap), min(high, cap)
-        high = max(low, high)  # a range wholly beyond the cap collapses to its nearer end
+        low, high = min(max(low, -cap), cap), min(max(high, -cap), cap)
     return {"applied": applied, "shift_samples": int(rng.integers(low, high + 1))}
 
 
@@ -548,7 +477,7 @@ def apply_white_noise(waves: np.ndarray, draws: Draws, sample_rate: int) -> np.n
     out = waves.copy()
     rows = np.flatnonzero(np.asarray(draws["applied"], dtype=bool))
     if rows.size:
-        noise = _unit_rms(hash_normal(np.asarray(draws["key"])[rows], waves.shape[1]))
+        noise = unit_rms(hash_normal(np.asarray(draws["key"])[rows], waves.shape[1]))
         out[rows] += noise * _noise_scale(waves[rows], np.asarray(draws["snr_db"])[rows])
     return out
 
@@ -582,91 +511,7 @@ def apply_mixed_noise(waves: np.ndarray, draws: Draws, sample_rate: int) -> np.n
     return out
 
 
-# --------------------------------------------------------------------------- phase vocoder
-
-_WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT))  # periodic Hann
-_PHASE_ADVANCE = HOP_LENGTH * np.linspace(0, np.pi, N_FFT // 2 + 1)  # (F,) per hop
-_PHASE_ADVANCE_WRAPPED = np.mod(_PHASE_ADVANCE, 2 * np.pi)
-
-
-def _stft(wave: np.ndarray) -> np.ndarray:
-    """librosa.stft(center=True, pad_mode="constant") with librosa's defaults: (T,) → (N, F)."""
-    padded = np.pad(wave.astype(np.float32), N_FFT // 2)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH]  # (N, n_fft)
-    return np.fft.rfft(frames * _WINDOW.astype(np.float32), axis=-1)
-
-
-def _istft(spectrum: np.ndarray, length: int) -> np.ndarray:
-    """Inverse of :func:`_stft` by windowed overlap-add: (N, F) → (length,) float64."""
-    n_frames = spectrum.shape[0]
-    frames = np.fft.irfft(spectrum, n=N_FFT, axis=-1) * _WINDOW  # (N, n_fft)
-    blocks = N_FFT // HOP_LENGTH
-    total = N_FFT + HOP_LENGTH * (n_frames - 1)
-    signal = np.zeros((total // HOP_LENGTH, HOP_LENGTH))
-    weight = np.zeros_like(signal)
-    frame_blocks = frames.reshape(n_frames, blocks, HOP_LENGTH)
-    window_blocks = (_WINDOW**2).reshape(blocks, HOP_LENGTH)
-    for j in range(blocks):
-        signal[j:j + n_frames] += frame_blocks[:, j]
-        weight[j:j + n_frames] += window_blocks[j]
-    signal, weight = signal.reshape(-1), weight.reshape(-1)
-    nonzero = weight > np.finfo(np.float32).tiny
-    signal[nonzero] /= weight[nonzero]
-    signal = signal[N_FFT // 2:]
-    return np.pad(signal, (0, max(0, length - len(signal))))[:length]
-
-
-def _phase_vocoder(spectrum: np.ndarray, rate: float) -> np.ndarray:
-    """librosa.phase_vocoder without its per-frame Python loop: (N, F) → (ceil(N / rate), F)."""
-    n_frames = spectrum.shape[0]
-    steps = np.arange(0, n_frames, rate, dtype=np.float64)
-    padded = np.concatenate([spectrum, np.zeros((2, spectrum.shape[1]), spectrum.dtype)])
-    index = steps.astype(np.int64)
-    alpha = (steps % 1.0)[:, None]
-    magnitude, angle = np.abs(padded), np.angle(padded)
-    out_magnitude = (1.0 - alpha) * magnitude[index] + alpha * magnitude[index + 1]
-    delta = angle[index + 1] - angle[index] - _PHASE_ADVANCE
-    delta -= 2 * np.pi * np.round(delta / (2 * np.pi))
-    increment = _PHASE_ADVANCE_WRAPPED + delta  # the advance modulo 2π keeps phases small
-    phase = np.empty_like(increment)
-    phase[0] = angle[0]
-    np.cumsum(increment[:-1], axis=0, out=phase[1:])
-    phase[1:] += angle[0]
-    out = np.empty(phase.shape, dtype=np.complex64)
-    out.real = out_magnitude * np.cos(phase.astype(np.float32))
-    out.imag = out_magnitude * np.sin(phase.astype(np.float32))
-    return out
-
-
-def stretch(wave: np.ndarray, rate: float) -> np.ndarray:
-    """Phase-vocoder time stretch, pitch kept: (T,) → (round(T / rate),) float64.
-
-    Equal to ``librosa.effects.time_stretch(wave, rate=rate)`` within ~1e-3.
-    """
-    return _istft(_phase_vocoder(_stft(wave), rate), int(round(len(wave) / rate)))
-
-
-def _resample(wave: np.ndarray, in_rate: float, out_rate: float) -> np.ndarray:
-    return np.asarray(soxr.resample(wave, in_rate, out_rate, quality="HQ"))
-
-
-def _fix_length(wave: np.ndarray, length: int) -> np.ndarray:
-    """Crop the end or pad zeros at the end."""
-    return np.pad(wave, (0, max(0, length - len(wave))))[:length]
-
-
-def shift_pitch(wave: np.ndarray, semitones: float, sample_rate: int) -> np.ndarray:
-    """Pitch shift by ``semitones``, tempo kept: (T,) → (T,) float32.
-
-    Equal to ``librosa.effects.pitch_shift(wave, sr=sample_rate, n_steps=semitones)`` within
-    ~1e-3 (same phase vocoder and soxr HQ resampler).
-    """
-    if semitones == 0.0:
-        return np.array(wave, dtype=np.float32)
-    rate = 2.0 ** (-semitones / 12.0)
-    stretched = stretch(wave, rate)
-    shifted = _resample(stretched, sample_rate / rate, sample_rate)
-    return _fix_length(shifted, len(wave)).astype(np.float32)
+# --------------------------------------------------------------------------- row by row
 
 
 def apply_pitch_shift(waves: np.ndarray, draws: Draws, sample_rate: int) -> np.ndarray:
@@ -676,23 +521,6 @@ def apply_pitch_shift(waves: np.ndarray, draws: Draws, sample_rate: int) -> np.n
     for row in np.flatnonzero(np.asarray(draws["applied"], dtype=bool)):
         out[row] = shift_pitch(waves[row], float(draws["semitones"][row]), sample_rate)
     return out
-
-
-def stretch_time(wave: np.ndarray, rate: float, resample: bool) -> np.ndarray:
-    """Time stretch by ``rate`` and restore the length: (T,) → (T,) float32.
-
-    Args:
-        wave: (T,) clip.
-        rate: Speed factor (> 1 faster).
-        resample: False crops or zero-pads the end (pitch kept, tempo changed); True resamples
-            the stretched clip back to T samples (tempo kept, pitch scaled by 1/rate).
-    """
-    if rate == 1.0:
-        return np.array(wave, dtype=np.float32)
-    stretched = stretch(wave, rate)
-    if resample:
-        stretched = _resample(stretched, len(stretched), len(wave))
-    return _fix_length(stretched, len(wave)).astype(np.float32)
 
 
 def apply_time_stretch(waves: np.ndarray, draws: Draws, sample_rate: int) -> np.ndarray:

@@ -11,7 +11,9 @@ Every file is accounted for: it becomes a row or an entry of ``skipped`` with it
 * NaN/inf samples: skipped ("non-finite samples"); repairing them would invent audio.
 * Silence: kept (a quiet take is still an example of its class), and listed in ``silent``.
 * Very long files: only the first ``clip_seconds`` (+ 50 ms) are decoded, never the whole file.
-* Any other decode failure (empty, truncated, not audio, unreadable): skipped with the message.
+* Any other decode failure (empty, cut header, not audio, unreadable): skipped with the message.
+  A file cut inside its audio data keeps the frames it has (libsndfile reads them), padded.
+* Stereo and multichannel files are averaged to mono; every sample rate is resampled.
 """
 
 from __future__ import annotations
@@ -51,9 +53,9 @@ __all__ = ["PrepareError", "format_summary", "prepare_dataset"]
 _IN_MEMORY_BYTES = 8 << 20
 #: Rows (files) per Ray task; enough to hide per-task overhead, small enough to balance.
 _FILES_PER_TASK = 256
-#: Decode workers never need more than one thread per library.
 #: CPUs per write task (encoding Parquet); not 1, so that Ray does not fuse it with decoding.
 _WRITE_CPUS = 0.5
+#: Decode workers never need more than one thread per library (set when we start Ray).
 _THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 

@@ -239,6 +239,9 @@ class TrainConfig:
         max_failures: Restarts after a worker or node failure, from the last checkpoint.
         log_every_steps: TensorBoard scalars every N steps.
         node_labels: Node labels the training workers must land on (Ray label selector).
+        wait_for_resources_s: On an autoscaling cluster, ask the autoscaler for the plan's
+            resources and wait up to this long for them; 0 fails at once when the plan does
+            not fit the nodes that are up.
     """
 
     epochs: int = 100
@@ -253,6 +256,7 @@ class TrainConfig:
     max_failures: int = 0
     log_every_steps: int = 10
     node_labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    wait_for_resources_s: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "train.epochs", f"must be > 0, got {self.epochs}")
@@ -266,6 +270,8 @@ class TrainConfig:
                f"must be >= 1, got {self.checkpoint_every}")
         _check(self.max_failures >= -1, "train.max_failures",
                f"must be >= -1 (-1 = unlimited), got {self.max_failures}")
+        _check(self.wait_for_resources_s >= 0, "train.wait_for_resources_s",
+               f"must be >= 0, got {self.wait_for_resources_s}")
         _check(self.log_every_steps >= 1, "train.log_every_steps",
                f"must be >= 1, got {self.log_every_steps}")
 

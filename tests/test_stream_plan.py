@@ -60,3 +60,22 @@ def test_worker_that_fits_no_single_node_fails() -> None:
     nodes = [{"CPU": 3.0}, {"CPU": 3.0}, {"CPU": 6.0}]
     with pytest.raises(ResourcePlanError, match="worker 2 of 2 needs 4 CPU"):
         plan_resources(job, cluster_cpus=12, cluster_gpus=0, node_resources=nodes)
+
+
+def test_plan_waits_for_the_autoscaler_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+    import ray.autoscaler.sdk
+
+    from clar_ray.data import stream
+
+    sizes = iter([0.0, 0.0, 8.0])
+    requested: list[list[dict]] = []
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": next(sizes)})
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 8.0}}])
+    monkeypatch.setattr(ray.autoscaler.sdk, "request_resources",
+                        lambda bundles, **_: requested.append(bundles))
+    plan = stream.cluster_plan(_job(**{"train.wait_for_resources_s": 60}), poll_s=0.0)
+    assert plan.actors >= 1 and len(requested) == 1 and requested[0][0] == {"CPU": 1.0}
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 0.0})
+    with pytest.raises(ResourcePlanError, match="the cluster has 0"):
+        stream.cluster_plan(_job(), poll_s=0.0)

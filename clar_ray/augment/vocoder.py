@@ -19,29 +19,32 @@ import soxr
 N_FFT = 2048  # librosa's default STFT, as the paper and the official code used it
 HOP_LENGTH = 512
 
-_WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT))  # periodic Hann
-_PHASE_ADVANCE = HOP_LENGTH * np.linspace(0, np.pi, N_FFT // 2 + 1)  # (F,) per hop
-_PHASE_ADVANCE_WRAPPED = np.mod(_PHASE_ADVANCE, 2 * np.pi)
+_WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)  # Hann
+_WINDOW_SQUARED = _WINDOW.astype(np.float64) ** 2
+# Expected phase advance per hop of each bin, modulo 2π (only its value modulo 2π matters).
+_ADVANCE = np.mod(HOP_LENGTH * np.linspace(0, np.pi, N_FFT // 2 + 1), 2 * np.pi).astype(
+    np.float32)  # (F,)
+_TWO_PI = np.float32(2 * np.pi)
 
 
 def _stft(wave: np.ndarray) -> np.ndarray:
     """librosa.stft(center=True, pad_mode="constant") with librosa's defaults: (T,) → (N, F)."""
     padded = np.pad(wave.astype(np.float32), N_FFT // 2)
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH]  # (N, n_fft)
-    return np.fft.rfft(frames * _WINDOW.astype(np.float32), axis=-1)
+    return np.fft.rfft(frames * _WINDOW, axis=-1)  # complex64
 
 
 def _istft(spectrum: np.ndarray, length: int) -> np.ndarray:
-    """Inverse of :func:`_stft` by windowed overlap-add: (N, F) → (length,) float64."""
+    """Inverse of :func:`_stft` by windowed overlap-add: (N, F) → (length,) float32."""
     n_frames = spectrum.shape[0]
     frames = np.fft.irfft(spectrum, n=N_FFT, axis=-1) * _WINDOW  # (N, n_fft)
     blocks = N_FFT // HOP_LENGTH
     total = N_FFT + HOP_LENGTH * (n_frames - 1)
-    signal = np.zeros((total // HOP_LENGTH, HOP_LENGTH))
-    weight = np.zeros_like(signal)
+    signal = np.zeros((total // HOP_LENGTH, HOP_LENGTH), dtype=np.float32)
+    weight = np.zeros((total // HOP_LENGTH, HOP_LENGTH))
     frame_blocks = frames.reshape(n_frames, blocks, HOP_LENGTH)
-    window_blocks = (_WINDOW**2).reshape(blocks, HOP_LENGTH)
-    for j in range(blocks):
+    window_blocks = _WINDOW_SQUARED.reshape(blocks, HOP_LENGTH)
+    for j in range(blocks):  # overlap-add, one hop-sized block of every frame at a time
         signal[j:j + n_frames] += frame_blocks[:, j]
         weight[j:j + n_frames] += window_blocks[j]
     signal, weight = signal.reshape(-1), weight.reshape(-1)
@@ -52,29 +55,34 @@ def _istft(spectrum: np.ndarray, length: int) -> np.ndarray:
 
 
 def _phase_vocoder(spectrum: np.ndarray, rate: float) -> np.ndarray:
-    """librosa.phase_vocoder without its per-frame Python loop: (N, F) → (ceil(N / rate), F)."""
+    """librosa.phase_vocoder with array ops: (N, F) complex64 → (ceil(N / rate), F) complex64.
+
+    Output frame i takes the magnitude interpolated at input position ``i * rate`` and a phase
+    accumulated from the first frame's by the measured per-bin phase advances.
+    """
     n_frames = spectrum.shape[0]
     steps = np.arange(0, n_frames, rate, dtype=np.float64)
     padded = np.concatenate([spectrum, np.zeros((2, spectrum.shape[1]), spectrum.dtype)])
     index = steps.astype(np.int64)
-    alpha = (steps % 1.0)[:, None]
-    magnitude, angle = np.abs(padded), np.angle(padded)
-    out_magnitude = (1.0 - alpha) * magnitude[index] + alpha * magnitude[index + 1]
-    delta = angle[index + 1] - angle[index] - _PHASE_ADVANCE
-    delta -= 2 * np.pi * np.round(delta / (2 * np.pi))
-    increment = _PHASE_ADVANCE_WRAPPED + delta  # the advance modulo 2π keeps phases small
-    phase = np.empty_like(increment)
-    phase[0] = angle[0]
-    np.cumsum(increment[:-1], axis=0, out=phase[1:])
-    phase[1:] += angle[0]
+    alpha = (steps % 1.0).astype(np.float32)[:, None]
+    magnitude, angle = np.abs(padded), np.angle(padded)  # float32
+    out_magnitude = magnitude[index] + alpha * (magnitude[index + 1] - magnitude[index])
+    delta = angle[index + 1] - angle[index] - _ADVANCE
+    delta -= _TWO_PI * np.round(delta / _TWO_PI)  # deviation from the expected advance
+    increment = _ADVANCE + delta
+    phase = np.empty(increment.shape, dtype=np.float32)
+    accumulated = angle[0].astype(np.float64)
+    for i in range(len(steps)):  # faster than np.cumsum along axis 0, and float64
+        phase[i] = accumulated
+        accumulated += increment[i]
     out = np.empty(phase.shape, dtype=np.complex64)
-    out.real = out_magnitude * np.cos(phase.astype(np.float32))
-    out.imag = out_magnitude * np.sin(phase.astype(np.float32))
+    out.real = out_magnitude * np.cos(phase)
+    out.imag = out_magnitude * np.sin(phase)
     return out
 
 
 def stretch(wave: np.ndarray, rate: float) -> np.ndarray:
-    """Phase-vocoder time stretch, pitch kept: (T,) → (round(T / rate),) float64.
+    """Phase-vocoder time stretch, pitch kept: (T,) → (round(T / rate),) float32.
 
     Equal to ``librosa.effects.time_stretch(wave, rate=rate)`` within ~1e-3.
     """

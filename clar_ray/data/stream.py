@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -136,14 +137,49 @@ def _check_workers_fit_nodes(plan: ResourcePlan, nodes: Sequence[Mapping[str, fl
                 f"CPU and {plan.gpus_per_worker} GPU on one node, and no node has that left")
 
 
-def cluster_plan(config: JobConfig) -> ResourcePlan:
-    """:func:`plan_resources` against the connected Ray cluster."""
+def cluster_plan(config: JobConfig, *, poll_s: float = 5.0) -> ResourcePlan:
+    """:func:`plan_resources` against the connected Ray cluster.
+
+    With ``train.wait_for_resources_s > 0`` a plan that does not fit yet asks the autoscaler
+    for its bundles and is checked again until it fits or the time is up; otherwise (the
+    default) it fails at once.
+    """
     import ray
 
-    total = ray.cluster_resources()
-    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-    return plan_resources(config, cluster_cpus=total.get("CPU", 0.0),
-                          cluster_gpus=total.get("GPU", 0.0), node_resources=nodes)
+    deadline = time.monotonic() + config.train.wait_for_resources_s
+    requested = False
+    while True:
+        total = ray.cluster_resources()
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        try:
+            return plan_resources(config, cluster_cpus=total.get("CPU", 0.0),
+                                  cluster_gpus=total.get("GPU", 0.0), node_resources=nodes)
+        except ResourcePlanError as err:
+            if time.monotonic() >= deadline:
+                if requested:
+                    raise ResourcePlanError(
+                        f"{err} (after waiting train.wait_for_resources_s="
+                        f"{config.train.wait_for_resources_s:g} s for the autoscaler)") from None
+                raise
+        if not requested:
+            _request_bundles(config)
+            requested = True
+        time.sleep(poll_s)
+
+
+def _request_bundles(config: JobConfig) -> None:
+    """Ask the autoscaler for the training workers and augmentation actors of a job."""
+    from ray.autoscaler.sdk import request_resources
+
+    train, augment = config.train, config.augment
+    worker = {"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {})}
+    bundles = [worker] * train.workers + [{"CPU": augment.cpus_per_actor}] * max(1, augment.actors)
+    selectors = ([dict(train.node_labels)] * train.workers
+                 + [dict(augment.node_labels)] * max(1, augment.actors))
+    if any(selectors):
+        request_resources(bundles=bundles, bundle_label_selectors=selectors)
+    else:
+        request_resources(bundles=bundles)
 
 
 def labelled_ids(sample_ids: np.ndarray, labels: np.ndarray, fraction: float,

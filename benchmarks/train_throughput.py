@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntraining views/s on {args.device}, width {width}, batch {batch}")
     print(f"{'model':<6} {'model alone':>12} {'pipeline':>10} {'pipeline/model':>15}")
     for name, row in results.items():
-        pipe = f"{row['pipeline']:>10.1f} {row['pipeline_share']:>15.2f}" if "pipeline" in row else ""
+        pipe = ""
+        if "pipeline" in row:
+            pipe = f"{row['pipeline']:>10.1f} {row['pipeline_share']:>15.2f}"
         print(f"{name:<6} {row['model']:>12.1f} {pipe}")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": args.device, "width": width,

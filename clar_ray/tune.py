@@ -473,9 +473,11 @@ def trial_name(index: int, params: Params, *, width: int = 3) -> str:
 
     >>> trial_name(7, {"augment.sequence": ["fade", "time_mask"]})
     '007_fade+time_mask'
+    >>> trial_name(12, {"objective.name": "clar", "data.label_fraction": 0.1})
+    '012_clar-0.1'
     """
     parts = [s for s in (_slug(k, v) for k, v in params.items()) if s]
-    text = re.sub(r"[^A-Za-z0-9.+=-]+", "-", "_".join(parts)).strip("-")[:80]
+    text = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", "-".join(parts)).strip("_-")[:80]
     return f"{index:0{width}d}" + (f"_{text}" if text else "")
 
 

@@ -3,11 +3,13 @@
 :class:`BatchAugmenter` runs the cheap augmentations (fade, time mask, time shift, white and
 mixed noise) as tensor ops over a batch with per-example parameters. It is meant for CUDA,
 where it takes the cheap tail of a job's sequence off the CPU actors; it also runs on CPU
-tensors (the tests use that). Its parameters are drawn on the CPU by the same per-row rule as
+tensors (the tests use that), but there the numpy ``Augmenter`` is about three times faster.
+Its parameters are drawn on the CPU by the same per-row rule as
 :class:`clar_ray.augment.compose.Augmenter` (one ``SeedSequence`` child per row and step) and
-its noise comes from the same counter-based integer hash as ``clar_ray.augment.signal``, so a
-clip's view does not depend on batch composition or on the device, and equals the numpy
-result to float32 rounding.
+its noise comes from the same counter-based integer hash (``clar_ray.augment.noise``), so a
+clip's view does not depend on the batch it is in or on the device, and equals the numpy
+result to float32 rounding (~1e-7; a batched CUDA FFT, used for pink and brown noise, may
+also round differently with the batch size).
 
 :func:`kmix` is the label-free mixup of SLICER (Seth et al., ICASSP 2023) on log-mel
 spectrograms (see its docstring).
@@ -28,10 +30,10 @@ from torch import Tensor
 
 from clar_ray.augment import signal
 from clar_ray.augment.compose import (
-    _entropy,
     check_batch_ids,
     draw_step,
     resolve_sequence,
+    seed_entropy,
     split_for_device,
 )
 from clar_ray.augment.presets import AUGMENTATIONS
@@ -238,7 +240,7 @@ class BatchAugmenter:
             raise ValueError(f"sample_rate must be > 0, got {sample_rate}")
         if first_step < 0:
             raise ValueError(f"first_step must be >= 0, got {first_step}")
-        _entropy(seed, 0, 0, 0)
+        seed_entropy(seed, 0, 0, 0)
         self._steps = resolve_sequence(sequence, preset, params)
         batched = [name for name, spec in AUGMENTATIONS.items() if spec.torch_name is not None]
         for spec, _ in self._steps:
@@ -291,7 +293,7 @@ class BatchAugmenter:
             raise ValueError(f"waves must be a floating (B, T) tensor, got {waves.dtype} "
                              f"{tuple(waves.shape)}")
         ids = check_batch_ids(torch.as_tensor(sample_ids).detach().cpu().numpy(), waves.shape[0])
-        _entropy(self.seed, epoch, 0, view)
+        seed_entropy(self.seed, epoch, 0, view)
         if waves.shape[0] == 0 or not self._steps:
             return waves.clone()
         out = waves.to(torch.float32)

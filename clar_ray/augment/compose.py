@@ -38,8 +38,14 @@ if TYPE_CHECKING:  # pragma: no cover
 _WORD = 2**32
 
 
-def _entropy(seed: int, epoch: int, sample_id: int, view: int) -> list[int]:
-    """The four integers as eight 32-bit words (fixed width, so no two tuples collide)."""
+def seed_entropy(seed: int, epoch: int, sample_id: int, view: int) -> list[int]:
+    """The entropy of a view's ``SeedSequence``: the four integers as eight 32-bit words.
+
+    Fixed width, so no two tuples give the same words.
+
+    Raises:
+        ValueError: When an argument is negative or does not fit in 64 bits.
+    """
     words = []
     for name, value in (("seed", seed), ("epoch", epoch), ("sample_id", sample_id),
                         ("view", view)):
@@ -56,14 +62,14 @@ def view_rng(seed: int, epoch: int, sample_id: int, view: int) -> np.random.Gene
     Raises:
         ValueError: When an argument is negative or does not fit in 64 bits.
     """
-    return np.random.default_rng(np.random.SeedSequence(_entropy(seed, epoch, sample_id, view)))
+    return np.random.default_rng(np.random.SeedSequence(seed_entropy(seed, epoch, sample_id, view)))
 
 
 def step_rng(seed: int, epoch: int, sample_id: int, view: int, step: int) -> np.random.Generator:
     """The generator of step ``step`` of a view: the view's ``step``-th spawned child."""
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
-    sequence = np.random.SeedSequence(_entropy(seed, epoch, sample_id, view), spawn_key=(step,))
+    sequence = np.random.SeedSequence(seed_entropy(seed, epoch, sample_id, view), spawn_key=(step,))
     return np.random.default_rng(sequence)
 
 
@@ -168,7 +174,7 @@ class Augmenter:
             raise ValueError(f"sample_rate must be > 0, got {sample_rate}")
         if first_step < 0:
             raise ValueError(f"first_step must be >= 0, got {first_step}")
-        _entropy(seed, 0, 0, 0)  # seed range check
+        seed_entropy(seed, 0, 0, 0)  # seed range check
         self.sequence = tuple(sequence)
         self.sample_rate = int(sample_rate)
         self.preset = preset
@@ -198,7 +204,7 @@ class Augmenter:
         if out.ndim != 2:
             raise ValueError(f"waves must have shape (B, T), got {out.shape}")
         ids = check_batch_ids(sample_ids, out.shape[0])
-        _entropy(self.seed, epoch, 0, view)  # epoch and view range checks
+        seed_entropy(self.seed, epoch, 0, view)  # epoch and view range checks
         if out.shape[0] == 0:
             return out
         for k, (spec, params) in enumerate(self._steps):

@@ -38,8 +38,8 @@ code's 0-20 dB, drawn continuously.
   1 s clip at 16 kHz, but a tenth of a 5 s ESC-50 clip: ``max_shift_seconds=0.5``.
 * **probability**: every augmentation is wrapped in torchvision's ``RandomApply`` with its
   default p = 0.5 (so the time mask fires with 0.5 × 0.5 = 0.25). As published, the code passes
-  a bare function to ``RandomApply``, which torchvision 0.7 rejects; p = 0.5 is the evident
-  intent.
+  a bare function where torchvision 0.7's ``RandomApply`` asserts a list, so it cannot have run
+  as is; p = 0.5 is the evident intent.
 * **order**: with ``order=True`` the code composes fade, time mask, time stretch, pitch shift,
   time shift, white noise, mixed noise: :data:`CLAR_CODE_ORDER`.
 """

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import posixpath
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -335,6 +336,8 @@ def _run_ray(
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         with _progress_bars(progress):
             for split, rows in rows_by_split.items():
+                if progress:
+                    print(f"prepare: split {split!r}: {len(rows)} files", file=sys.stderr)
                 blocks = min(len(rows), max(math.ceil(len(rows) / _FILES_PER_TASK), 2 * cpus))
                 ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=blocks)
                 ds = ds.map_batches(

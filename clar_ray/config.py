@@ -325,6 +325,12 @@ class JobConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        _check(not (self.objective.name == "slicer" and self.objective.kmix
+                    and self.model.frontend != "tf3"), "objective.kmix",
+               "k-mix mixes log-power spectrograms and needs model.frontend=tf3; set "
+               "objective.kmix=false for raw audio")
+
     def to_dict(self) -> dict[str, Any]:
         """Return the plain nested dict (lists, not tuples) that Ray and YAML take."""
         return _plain(dataclasses.asdict(self))

@@ -32,6 +32,10 @@ from clar_ray.config import ModelConfig, ObjectiveConfig
 from clar_ray.models import ClarHead, ClusterHead, ProjectionHead, ResNet18, build_encoder
 
 Metrics = dict[str, Tensor]
+#: Channels of the tf3 frontend that hold natural-log power (STFT magnitude and mel).
+LOG_POWER_CHANNELS = [0, 2]
+#: Clusters of SLICER's k-mix (its configuration: 4).
+KMIX_CLUSTERS = 4
 
 
 def _labelled_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
@@ -155,9 +159,7 @@ class Slicer(Method):
         cfg = self.objective
         student_in = torch.cat([x_a, x_b])
         if cfg.kmix and self.training:
-            generator = torch.Generator(device="cpu").manual_seed(self.kmix_seed)
-            self.kmix_seed += 1
-            student_in = kmix(student_in, generator)
+            student_in = self._kmix(student_in)
         h = self.encoder(student_in)
         z_s, c_s = self.head(h).float(), self.cluster(h).float()
         with torch.no_grad():
@@ -166,6 +168,27 @@ class Slicer(Method):
         loss, parts = objectives.slicer_loss(
             z_s, z_t, c_s, None, cfg.temperature, cfg.slicer_cluster_temperature)
         return loss, {name: value.detach() for name, value in parts.items()}
+
+    def _kmix(self, x: Tensor) -> Tensor:
+        """k-mix the log-power channels (STFT and mel) of a tf3 batch; phase is left alone.
+
+        Partners come from the batch itself, clustered on the fly with spherical k-means into
+        ``KMIX_CLUSTERS`` groups (SLICER clusters the whole dataset before training and keeps a
+        memory of 2048 past inputs; a batch-local pool needs neither).
+        """
+        from clar_ray.augment.batch import kmix, kmix_embedding, spherical_kmeans
+
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"k-mix needs tf3 input (B, 3, F, T), got {tuple(x.shape)}; set "
+                             f"objective.kmix=false for raw audio")
+        generator = torch.Generator(device="cpu").manual_seed(self.kmix_seed)
+        self.kmix_seed += 1
+        log_power = x[:, LOG_POWER_CHANNELS]  # (2B, 2, F, T)
+        clusters = min(KMIX_CLUSTERS, x.shape[0])
+        centroids = spherical_kmeans(kmix_embedding(log_power).cpu(), clusters, generator)
+        mixed = x.clone()
+        mixed[:, LOG_POWER_CHANNELS] = kmix(log_power, generator, centroids=centroids)
+        return mixed
 
     def after_step(self) -> None:
         """Move the teacher towards the student."""

@@ -49,6 +49,8 @@ def test_required_leaves_exist() -> None:
     ({"augment": {"sequence": ["fade", "reverb"]}}, "unknown augmentation 'reverb'"),
     ({"augment": {"sequence": "fade"}}, "augment.sequence: expected a list"),
     ({"train": {"batch_size": 10, "workers": 3}}, "must be divisible by train.workers=3"),
+    ({"objective": {"name": "slicer"}, "model": {"frontend": "raw", "encoder": "resnet18_1d"}},
+     "objective.kmix: k-mix mixes log-power spectrograms and needs model.frontend=tf3"),
 ])
 def test_bad_config_names_the_key(raw: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:

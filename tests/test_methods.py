@@ -31,7 +31,8 @@ def test_loss_falls_in_a_few_steps(frontend_name: str, encoder: str, objective: 
     torch.manual_seed(0)
     model = ModelConfig(frontend=frontend_name, encoder=encoder, width=4, hidden_dim=24,
                         projection_dim=12)
-    cfg = ObjectiveConfig(name=objective, slicer_clusters=4, slicer_momentum=0.5)
+    cfg = ObjectiveConfig(name=objective, slicer_clusters=4, slicer_momentum=0.5,
+                          kmix=frontend_name == "tf3")
     frontend = build_frontend(frontend_name, sample_rate=SAMPLE_RATE)
     method = build_method(model, cfg, in_channels=frontend.out_channels, num_classes=3)
     optimizer = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=3e-3)
@@ -65,7 +66,8 @@ def test_clar_head_feeds_contrast_below_the_class_layer() -> None:
 def test_slicer_teacher_follows_the_student_only_through_ema() -> None:
     method = build_method(ModelConfig(frontend="raw", encoder="resnet18_1d", width=4,
                                       hidden_dim=24, projection_dim=12),
-                          ObjectiveConfig(name="slicer", slicer_clusters=4, slicer_momentum=0.9),
+                          ObjectiveConfig(name="slicer", slicer_clusters=4, slicer_momentum=0.9,
+                                          kmix=False),
                           in_channels=1, num_classes=3)
     assert not any(p.requires_grad for p in method.teacher.parameters())
     before = [p.clone() for p in method.teacher.parameters()]
@@ -75,3 +77,20 @@ def test_slicer_teacher_follows_the_student_only_through_ema() -> None:
     method.after_step()
     moved = [not torch.equal(a, b) for a, b in zip(before, method.teacher.parameters())]
     assert any(moved)
+
+
+def test_kmix_mixes_log_power_channels_and_keeps_phase() -> None:
+    frontend = build_frontend("tf3", sample_rate=SAMPLE_RATE)
+    method = build_method(ModelConfig(width=4, hidden_dim=24, projection_dim=12),
+                          ObjectiveConfig(name="slicer", slicer_clusters=4), in_channels=3,
+                          num_classes=3)
+    view_a, view_b, _ids, _labels = _batch()
+    x = torch.cat([frontend(view_a), frontend(view_b)])
+    mixed = method._kmix(x)
+    assert mixed.shape == x.shape
+    torch.testing.assert_close(mixed[:, 1], x[:, 1])  # phase untouched
+    assert not torch.allclose(mixed[:, 2], x[:, 2])  # log-mel mixed
+    # log-mixup-exp never goes below the original log power by more than log(1 - 0.4)
+    assert bool((mixed[:, 2] >= x[:, 2] + torch.log(torch.tensor(0.6)) - 1e-4).all())
+    with pytest.raises(ValueError, match="k-mix needs tf3 input"):
+        method._kmix(torch.zeros(4, 1, 100))

@@ -154,8 +154,6 @@ class Slicer(Method):
     def forward(self, x_a: Tensor, x_b: Tensor, ids: Tensor, labels: Tensor
                 ) -> tuple[Tensor, Metrics]:
         """Student (k-mixed views) against the EMA teacher: instance and cluster contrast."""
-        from clar_ray.augment.batch import kmix
-
         cfg = self.objective
         student_in = torch.cat([x_a, x_b])
         if cfg.kmix and self.training:

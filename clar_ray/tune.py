@@ -26,8 +26,9 @@ be passed to ``Tuner`` directly). The experiment directory holds::
       tune_<trial>/, experiment_state-*.json, ...   Ray Tune's own state
 
 Resources. A trial holds :data:`TRIAL_CPUS` CPU itself and starts a training whose plan
-(:func:`clar_ray.data.stream.plan_resources`) needs ``plan.cpus`` CPUs and its GPUs. As many
-trials run at once as fit the cluster (never more); a trial whose job leaves
+(:func:`clar_ray.data.stream.plan_resources`) holds its workers' CPUs and GPUs and its
+augmentation actors; :data:`HEADROOM_CPUS` stay free for the streams' short listing and read
+tasks. As many trials run at once as fit the cluster (never more); a trial whose job leaves
 ``augment.actors`` at 0 gets a fixed number of augmentation actors from its share of the
 cluster, so concurrent trainings never wait on one another's CPUs.
 
@@ -66,10 +67,13 @@ from clar_ray.config import (
     parse_overrides,
     set_leaf,
 )
-from clar_ray.data.stream import ResourcePlan, ResourcePlanError, plan_resources
+from clar_ray.data.stream import READ_CPUS, ResourcePlan, ResourcePlanError, plan_resources
 
 #: Logical CPUs the trial function itself holds (Tune refuses 0); the training gets the rest.
 TRIAL_CPUS = 0.01
+#: Logical CPUs a study keeps free for the short tasks of the trials' streams: Ray Data 2.60
+#: lists the Parquet files with a 1-CPU task each epoch, then reads with READ_CPUS per task.
+HEADROOM_CPUS = 1.0
 #: Top-level keys of a tune file.
 TUNE_KEYS = ("base", "set", "grid", "study", "num_samples", "max_concurrent_trials", "scheduler")
 #: Metrics an early-stopping scheduler may watch (reported on probe epochs).
@@ -523,11 +527,13 @@ def plan_study(
 ) -> StudyPlan:
     """Decide how many trials run at once and how many augmentation actors each gets.
 
-    A trial needs its training plan at its smallest (one augmentation actor unless the job
-    fixes ``augment.actors``) plus :data:`TRIAL_CPUS`; as many trials run at once as fit the
-    CPUs and GPUs (and ``max_concurrent``, and the number of trials). Trials whose jobs leave
-    ``augment.actors`` at 0 then share out the CPUs: each gets the actors that fit in
-    ``cluster_cpus / concurrency`` (at least one).
+    A running trial holds its training workers, its augmentation actors and
+    :data:`TRIAL_CPUS`; :data:`HEADROOM_CPUS` stay free for the short tasks every stream
+    starts (file listing, Parquet reads). As many trials run at once as fit the rest at their
+    smallest (one actor, unless the job fixes ``augment.actors``) and the GPUs (and
+    ``max_concurrent``, and the number of trials). A job that leaves ``augment.actors`` at 0
+    then gets the actors that fit in its share, ``(cluster_cpus - HEADROOM_CPUS) /
+    concurrency``, and at least one.
 
     Raises:
         ResourcePlanError: One trial alone does not fit the cluster (the message says what is
@@ -535,32 +541,40 @@ def plan_study(
     """
     if not jobs:
         raise ValueError("plan_study: no trials")
+    usable = cluster_cpus - HEADROOM_CPUS
     smallest = []
     for job in jobs:
         floor_job = with_actors(job, job.augment.actors or 1)
         try:
-            smallest.append(plan_resources(floor_job, cluster_cpus=cluster_cpus - TRIAL_CPUS,
-                                           cluster_gpus=cluster_gpus,
-                                           node_resources=node_resources))
+            plan = plan_resources(floor_job, cluster_cpus=usable - TRIAL_CPUS + READ_CPUS,
+                                  cluster_gpus=cluster_gpus, node_resources=node_resources)
         except ResourcePlanError as err:
             raise ResourcePlanError(
-                f"one trial does not fit the cluster, so the study cannot run: {err} "
-                f"(each trial also holds {TRIAL_CPUS:g} CPU)") from None
-    need_cpus = max(p.cpus for p in smallest) + TRIAL_CPUS
+                f"a trial does not fit the cluster, so the study cannot start: {err} "
+                f"(a study also keeps {HEADROOM_CPUS:g} CPU free for the streams' file "
+                f"listing and {TRIAL_CPUS:g} CPU per trial)") from None
+        smallest.append(plan)
+    need_cpus = max(_steady_cpus(p) for p in smallest)
     need_gpus = max(p.workers * p.gpus_per_worker for p in smallest)
-    fit = math.floor(cluster_cpus / need_cpus + 1e-9)
+    fit = math.floor(usable / need_cpus + 1e-9)
     if need_gpus:
         fit = min(fit, math.floor(cluster_gpus / need_gpus + 1e-9))
     concurrency = max(1, min(fit, len(jobs), max_concurrent or len(jobs)))
-    share = cluster_cpus / concurrency - TRIAL_CPUS
+    share = usable / concurrency
     plans = []
     for job, floor_plan in zip(jobs, smallest):
         if job.augment.actors:
             plans.append(floor_plan)
             continue
-        plans.append(plan_resources(job, cluster_cpus=max(share, floor_plan.cpus),
-                                    cluster_gpus=cluster_gpus))
+        spare = share - _steady_cpus(floor_plan) + floor_plan.cpus_per_actor
+        actors = max(1, math.floor(spare / floor_plan.cpus_per_actor + 1e-9))
+        plans.append(dataclasses.replace(floor_plan, actors=actors))
     return StudyPlan(concurrency, tuple(plans), cluster_cpus, cluster_gpus)
+
+
+def _steady_cpus(plan: ResourcePlan) -> float:
+    """CPUs a running trial holds: training workers, augmentation actors, the trial itself."""
+    return plan.workers * plan.cpus_per_worker + plan.actors * plan.cpus_per_actor + TRIAL_CPUS
 
 
 # ------------------------------------------------------------------------ running
@@ -642,8 +656,9 @@ def _connect(jobs: Sequence[JobConfig], address: str | None,
              max_concurrent: int | None) -> None:
     """Use a running Ray, connect to ``address``/RAY_ADDRESS, or start a local Ray.
 
-    A local Ray declares ``k × local_cpus(job)`` logical CPUs for ``k = max_concurrent or 1``,
-    so each of ``k`` concurrent trials gets what one ``clar-ray train`` would.
+    A local Ray declares ``k × local_cpus(job) + HEADROOM_CPUS`` logical CPUs for
+    ``k = max_concurrent or 1``, so each of ``k`` concurrent trials gets what one
+    ``clar-ray train`` would.
     """
     import ray
 
@@ -657,8 +672,8 @@ def _connect(jobs: Sequence[JobConfig], address: str | None,
         ray.init(address=address, log_to_driver=True)
         return
     per_trial = max(local_cpus(job) for job in jobs)
-    ray.init(address="local", num_cpus=(max_concurrent or 1) * per_trial,
-             include_dashboard=False)
+    ray.init(address="local", include_dashboard=False,
+             num_cpus=(max_concurrent or 1) * per_trial + math.ceil(HEADROOM_CPUS))
 
 
 def _preflight(trials: Sequence[Trial]) -> None:

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         f"model.width={args.width}", "model.hidden_dim=128",
         "augment.sequence=[fade, time_mask]", f"train.epochs={args.epochs}",
         f"train.batch_size={args.batch_size}", "optim.name=lars", "optim.lr=1.0",
-        "optim.reference_batch=256", "optim.warmup_epochs=1", "eval.every_epochs=0",
+        "optim.reference_batch=1024", "optim.warmup_epochs=1", "eval.every_epochs=0",
         "train.cpus_per_worker=2",
     ])
     ensure_ray(base)

@@ -126,6 +126,8 @@ def format_value(leaf: str, value: Any) -> str:
         return "+".join(str(v) for v in value) or "none"
     if leaf == "data.path" and isinstance(value, str):
         return posixpath.basename(value.rstrip("/")) or value
+    if leaf == "data.label_fraction" and isinstance(value, (int, float)):
+        return f"{100 * value:g} %"
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -321,6 +323,7 @@ def curves_png(panels: Sequence[tuple[str, Sequence[tuple[str, Sequence[float],
     """Linear top-1 (%) against epoch: one panel per ``(title, [(label, epochs, acc)])``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
@@ -332,6 +335,7 @@ def curves_png(panels: Sequence[tuple[str, Sequence[tuple[str, Sequence[float],
             ax.plot(epochs, [100 * a for a in accuracy], marker="o", markersize=3, label=label)
         ax.set_title(title or "linear top-1", fontsize=9)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("linear top-1 (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -402,10 +406,14 @@ def load_trials(experiment_dir: str) -> tuple[list[TrialRecord], dict[str, Any]]
     info = _read_json(storage.join_uri(experiment_dir, TRIALS_FILE)) or {}
     tune_status = _read_json(storage.join_uri(experiment_dir, TUNE_STATUS_FILE)) or {}
     runs_root = storage.join_uri(experiment_dir, RUNS_DIR)
-    if not info and not storage.exists(runs_root):
+    found = _list_dirs(runs_root)
+    if not info and not storage.exists(runs_root):  # a folder of run directories
         runs_root = experiment_dir
+        found = [n for n in _list_dirs(runs_root) if any(
+            storage.exists(artifacts.run_file(storage.join_uri(runs_root, n), f))
+            for f in (artifacts.CONFIG_FILE, artifacts.RESULT_FILE, ERROR_FILE))]
     planned = {t["name"]: t for t in info.get("trials", [])}
-    names = list(planned) + [n for n in _list_dirs(runs_root) if n not in planned]
+    names = list(planned) + [n for n in found if n not in planned]
     raw: list[tuple[str, str, dict[str, Any], dict[str, Any] | None, str | None, str]] = []
     for name in names:
         run_dir = storage.join_uri(runs_root, name)
@@ -497,14 +505,15 @@ def _heatmaps(writer: _Writer, records: list[TrialRecord], leaves: Sequence[str]
             for i, r in enumerate(rows)]))
         best = np.unravel_index(np.nanargmax(matrix), matrix.shape) if np.isfinite(
             matrix).any() else None
-        lines += ["", f"### {label}" if label else "", f"![augmentation pairs]({png})", "",
-                  markdown_table(header, rows), "", f"Data: [{table}]({table})."]
+        lines += ["", *([f"### {label}", ""] if label else []),
+                  f"![augmentation pairs]({png})", "", markdown_table(header, rows), "",
+                  f"Data: [{table}]({table})."]
         if best is not None:
             i, j = best
             pair = names[i] if i == j else f"{names[i]} → {names[j]}"
-            lines.append(f"Best: {pair} ({100 * matrix[i, j]:.1f} %); overall mean "
+            lines.append(f"\nBest: {pair} ({100 * matrix[i, j]:.1f} %); overall mean "
                          f"{100 * full[-1, -1]:.1f} %.")
-    writer.sections.append("\n".join(line for line in lines if line is not None))
+    writer.sections.append("\n".join(lines))
 
 
 def _pct(value: float) -> str:
@@ -587,7 +596,8 @@ def _trial_tables(writer: _Writer, records: list[TrialRecord], leaves: Sequence[
         ["trial", "status", *dims, "linear top-1 (%)", "kNN top-1 (%)"],
         [[r.name, r.status, *(format_value(leaf, r.params.get(leaf, "")) for leaf in dims),
           _pct(r.metric) if r.metric is not None else "—",
-          _pct((r.result or {}).get("knn_top1", math.nan))] for r in ranked])
+          _pct((r.result or {}).get("knn_top1", math.nan)) if r.result else "—"]
+         for r in ranked])
         + "\n\nData: [trials.csv](trials.csv).")
 
 

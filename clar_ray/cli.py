@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="a recipe option, e.g. --option label=pitch_class (repeatable)")
     prepare.add_argument("--strict", action="store_true", help="fail on any skipped file")
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    prepare.add_argument("--rows-per-shard", type=int, default=2048)
+    prepare.add_argument("--rows-per-shard", type=int, default=256,
+                         help="rows per Parquet file (more files stream to more actors)")
     prepare.add_argument("--address", default=None, help="Ray cluster address")
 
     train = commands.add_parser("train", help="train an encoder with Ray Train",

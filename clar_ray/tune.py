@@ -44,6 +44,7 @@ twice; an interrupted training continues from its last checkpoint.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import json
@@ -317,8 +318,8 @@ def parse_tune(raw: Any, *, base_dir: str | Path = ".", overrides: Iterable[str]
                                    or isinstance(concurrent, bool) or concurrent < 1):
         raise ConfigError(f"{where}: max_concurrent_trials must be an integer >= 1 or null, "
                           f"got {concurrent!r}")
-    return TuneSpec(base=dict(base), overrides=(*sets, *overrides), grid=grid, study=study,
-                    study_params=study_params, num_samples=num_samples,
+    return TuneSpec(base=copy.deepcopy(dict(base)), overrides=(*sets, *overrides), grid=grid,
+                    study=study, study_params=study_params, num_samples=num_samples,
                     max_concurrent_trials=concurrent,
                     scheduler=_parse_scheduler(raw.get("scheduler"), where))
 
@@ -401,8 +402,8 @@ def expand_trials(spec: TuneSpec) -> list[Trial]:
     trial runs in another working directory.
 
     Raises:
-        ConfigError: A trial's job is invalid (the message names the trial and the key), or an
-            override sets a leaf the study varies.
+        ConfigError: A trial's job is invalid (the message names the trial and the key), an
+            override sets a leaf the study varies, or ASHA is asked for without probe epochs.
     """
     if spec.grid is not None:
         param_sets = grid_params(spec.grid)
@@ -415,7 +416,7 @@ def expand_trials(spec: TuneSpec) -> list[Trial]:
     if clash:
         raise ConfigError(f"{clash[0]}: set by an override, but the study varies it "
                           f"(drop the override or the {clash[0]!r} entry of the study)")
-    base = dict(spec.base)
+    base = copy.deepcopy(spec.base)
     for leaf, value in fixed.items():
         set_leaf(base, leaf, value)
     try:
@@ -439,6 +440,9 @@ def expand_trials(spec: TuneSpec) -> list[Trial]:
             job = JobConfig.from_dict(raw)
         except ConfigError as err:
             raise ConfigError(f"trial {name}: {err}") from None
+        if spec.scheduler.name == "asha" and not job.eval.every_epochs:
+            raise ConfigError(f"trial {name}: scheduler asha compares {spec.scheduler.metric} "
+                              f"of the probe epochs, but eval.every_epochs is 0: set it")
         trials.append(Trial(name, params, _absolute_data(job)))
     return trials
 
@@ -594,11 +598,24 @@ def read_events(experiment: str, name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in storage.read_text(path).splitlines() if line]
 
 
-def run_trial(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Run one trial inside Tune: train unless its run directory already has a result.
+def trial_job(experiment: str, name: str) -> JobConfig:
+    """The job of one trial, as the study planned it (``trials.json``)."""
+    record = storage.read_json(storage.join_uri(experiment, TRIALS_FILE))
+    for trial in record["trials"]:
+        if trial["name"] == name:
+            return JobConfig.from_dict(trial["job"])
+    raise KeyError(f"no trial {name!r} in {experiment}/{TRIALS_FILE}")
+
+
+def run_trial(experiment: str, name: str) -> dict[str, Any]:
+    """Run one trial inside Tune: train, unless its run directory already has a result.
+
+    A run directory with ``config.yaml`` but no ``result.json`` (an interrupted trial) is
+    resumed from its last checkpoint. A failure writes ``RUN_DIR/error.txt`` and is raised.
 
     Args:
-        spec: ``{"name", "job": JobConfig.to_dict(), "run_dir", "experiment"}``.
+        experiment: The experiment directory.
+        name: The trial's name.
 
     Returns:
         The trial's final metrics (``linear_top1``, ``knn_top1``, ...), also reported to Tune.
@@ -608,7 +625,7 @@ def run_trial(spec: Mapping[str, Any]) -> dict[str, Any]:
 
     from clar_ray.train import run_training
 
-    name, run_dir, experiment = spec["name"], spec["run_dir"], spec["experiment"]
+    run_dir = storage.join_uri(experiment, RUNS_DIR, name)
     result_path = artifacts.run_file(run_dir, artifacts.RESULT_FILE)
     if storage.exists(result_path):
         _event(experiment, name, "skip")
@@ -622,7 +639,7 @@ def run_trial(spec: Mapping[str, Any]) -> dict[str, Any]:
     resume = storage.exists(artifacts.run_file(run_dir, artifacts.CONFIG_FILE))
     _event(experiment, name, "resume" if resume else "start")
     try:
-        summary = run_training(JobConfig.from_dict(spec["job"]), run_dir, resume=resume,
+        summary = run_training(trial_job(experiment, name), run_dir, resume=resume,
                                overwrite=not resume, callbacks=[TuneReportCallback()])
     except BaseException as err:
         storage.write_text(error_path, f"{type(err).__name__}: {err}\n\n"
@@ -640,8 +657,8 @@ def _scalars(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _trainable(config: dict[str, Any]) -> None:
-    """Tune's function trainable: the trial spec is ``config["trial"]``."""
-    run_trial(config["trial"])
+    """Tune's function trainable: ``config["trial"] == {"name": ..., "experiment": ...}``."""
+    run_trial(config["trial"]["experiment"], config["trial"]["name"])
 
 
 def _trial_name(trial: Any) -> str:
@@ -696,20 +713,22 @@ def _preflight(trials: Sequence[Trial]) -> None:
             raise ValueError(f"trial {trial.name}: {err}") from None
 
 
-def _trials_record(spec: TuneSpec, trials: Sequence[Trial]) -> dict[str, Any]:
+def _trials_record(spec: TuneSpec, trials: Sequence[Trial],
+                   jobs: Sequence[JobConfig] | None = None) -> dict[str, Any]:
     return {
         "study": spec.study or "grid",
         "study_params": spec.study_params,
         "varied": _ordered_leaves([t.params for t in trials]),
         "trials": [{"name": t.name, "params": t.params, "run_dir": f"{RUNS_DIR}/{t.name}",
-                    "job": t.job.to_dict()} for t in trials],
+                    "job": job.to_dict()}
+                   for t, job in zip(trials, jobs or [t.job for t in trials])],
     }
 
 
 def _check_same_trials(experiment: str, record: Mapping[str, Any]) -> None:
     stored = storage.read_json(storage.join_uri(experiment, TRIALS_FILE))
-    old = {t["name"]: t["job"] for t in stored["trials"]}
-    new = {t["name"]: t["job"] for t in record["trials"]}
+    old = {t["name"]: _unplanned(t["job"]) for t in stored["trials"]}
+    new = {t["name"]: _unplanned(t["job"]) for t in record["trials"]}
     if old.keys() != new.keys():
         extra = sorted(set(new) ^ set(old))
         raise ConfigError(f"--resume: the tune file and overrides give other trials than "
@@ -721,6 +740,11 @@ def _check_same_trials(experiment: str, record: Mapping[str, Any]) -> None:
             raise ConfigError(f"--resume: trial {name} differs from the one in {experiment} "
                               f"at {diff}; resume with the same tune file and --set, or start "
                               f"a new experiment")
+
+
+def _unplanned(job: Mapping[str, Any]) -> dict[str, Any]:
+    """A job dict without what the study plan sets (``augment.actors``)."""
+    return {**job, "augment": {k: v for k, v in job.get("augment", {}).items() if k != "actors"}}
 
 
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
@@ -777,14 +801,18 @@ def run_study(job_path: str | Path, out: str, *, resume: bool = False,
                       cluster_gpus=total.get("GPU", 0.0), node_resources=nodes,
                       max_concurrent=spec.max_concurrent_trials)
     print(f"clar-ray tune: {len(trials)} trial(s); {plan.describe()}")
+    if spec.scheduler.name == "asha":
+        print("clar-ray tune: warning: ASHA stops trials early, and Ray <= 2.60 leaves the "
+              "Ray Train run of a stopped trial holding its CPUs (ray-project/ray#54305); "
+              "later trials may wait for them. Prefer scheduler: fifo.")
     if not resume:
         storage.write_text(storage.join_uri(experiment, STUDY_FILE),
                            yaml.safe_dump(spec.to_dict(), sort_keys=False))
-        storage.write_json(trials_path, {**record, "plan": plan.describe()})
+    planned = [with_actors(t.job, p.actors) for t, p in zip(trials, plan.plans)]
+    storage.write_json(trials_path, {**_trials_record(spec, trials, planned),
+                                     "plan": plan.describe()})
 
-    specs = [{"name": t.name, "run_dir": storage.join_uri(experiment, RUNS_DIR, t.name),
-              "experiment": experiment, "job": with_actors(t.job, p.actors).to_dict()}
-             for t, p in zip(trials, plan.plans)]
+    specs = [{"name": t.name, "experiment": experiment} for t in trials]
     trainable = tune.with_resources(_trainable, {"CPU": TRIAL_CPUS})
     storage_path, name = experiment.rsplit("/", 1)
     if resume and tune.Tuner.can_restore(experiment):
@@ -832,7 +860,8 @@ def _tune_status(results: Any, specs: Sequence[Mapping[str, Any]]) -> dict[str, 
             errors[name] = f"{type(result.error).__name__}: {result.error}"[:2000]
     status = {}
     for spec in specs:
-        done = storage.exists(artifacts.run_file(spec["run_dir"], artifacts.RESULT_FILE))
+        run_dir = storage.join_uri(spec["experiment"], RUNS_DIR, spec["name"])
+        done = storage.exists(artifacts.run_file(run_dir, artifacts.RESULT_FILE))
         if done:
             status[spec["name"]] = {"status": "finished"}
         elif spec["name"] in errors:

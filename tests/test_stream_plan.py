@@ -79,3 +79,16 @@ def test_plan_waits_for_the_autoscaler_only_when_asked(monkeypatch: pytest.Monke
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 0.0})
     with pytest.raises(ResourcePlanError, match="the cluster has 0"):
         stream.cluster_plan(_job(), poll_s=0.0)
+
+
+def test_prepared_shards_are_not_sorted_by_class(tmp_path) -> None:
+    """Class-sorted shards would give one-class batches (the stream shuffles only locally)."""
+    from clar_ray.data.manifest import load_split
+    from clar_ray.data.prepare import prepare_dataset
+
+    out = str(tmp_path / "synthetic")
+    prepare_dataset("synthetic", out, options={"clips_per_class": "20", "num_classes": "4"},
+                    progress=False)
+    labels = load_split(out, "train", columns=["label"])["label"]
+    changes = int((labels[1:] != labels[:-1]).sum())
+    assert changes > len(labels) // 2, labels  # sorted by class would change 3 times

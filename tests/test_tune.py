@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,14 @@ def test_base_path_is_relative_to_the_tune_file(tmp_path: Path) -> None:
         load_tune(tune_file)
 
 
+def test_asha_needs_probe_epochs() -> None:
+    spec = _spec(grid={"objective.name": ["clar"]}, scheduler="asha")
+    assert expand_trials(spec)[0].job.eval.every_epochs == 1
+    with pytest.raises(ConfigError, match="scheduler asha .* eval.every_epochs is 0"):
+        expand_trials(parse_tune({"base": dict(TINY), "grid": {"eval.every_epochs": [0]},
+                                  "scheduler": "asha"}, overrides=["data.path=/x"]))
+
+
 def test_resolved_spec_reads_back_to_the_same_trials() -> None:
     spec = _spec(study={"name": "augmentation-pairs", "augmentations": ["fade", "time_shift"]},
                  scheduler={"name": "asha", "grace_period": 2})
@@ -236,9 +245,11 @@ def test_concurrency_never_exceeds_the_limit_the_gpus_or_the_trials() -> None:
 
 
 def test_fixed_actors_are_kept() -> None:
-    plan = plan_study([_job("augment.actors=3")] * 3, cluster_cpus=13, cluster_gpus=0)
+    plan = plan_study([_job("augment.actors=3")] * 3, cluster_cpus=14, cluster_gpus=0)
     assert [p.actors for p in plan.plans] == [3, 3, 3]
-    assert plan.concurrency == 3
+    assert plan.concurrency == 3  # 3 × (1 + 3 + 0.01) + 1 headroom <= 14
+    assert plan_study([_job("augment.actors=3")] * 3, cluster_cpus=13,
+                      cluster_gpus=0).concurrency == 2
 
 
 @pytest.mark.parametrize(("overrides", "cpus", "gpus", "message"), [
@@ -257,13 +268,13 @@ def test_a_trial_that_cannot_fit_fails_with_what_is_missing(overrides: tuple[str
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A local Ray (6 logical CPUs: two tiny trials at once) and a synthetic dataset."""
     import ray
 
     from clar_ray.data.prepare import prepare_dataset
 
-    context = ray.init(num_cpus=6, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=6, include_dashboard=False, log_to_driver=False)
     root = tmp_path_factory.mktemp("tune")
     data = str(root / "data")
     prepare_dataset("synthetic", data, options={"clips_per_class": "8", "num_classes": "3"},
@@ -274,7 +285,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "study": {"name": "augmentation-pairs", "augmentations": ["fade", "time_shift"]},
     }))
     yield {"root": str(root), "data": data, "tune_file": str(tune_file),
-           "address": context.address_info["gcs_address"]}
+           "address": ray.get_runtime_context().gcs_address}
     ray.shutdown()
 
 

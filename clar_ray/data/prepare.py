@@ -52,11 +52,9 @@ __all__ = ["PrepareError", "format_summary", "prepare_dataset"]
 
 #: Files read whole into memory up to this size; larger ones are streamed (random access).
 _IN_MEMORY_BYTES = 8 << 20
-#: Rows (files) per Ray task; enough to hide per-task overhead, small enough to balance.
-_FILES_PER_TASK = 256
-#: CPUs per write task (encoding Parquet); not 1, so that Ray does not fuse it with decoding.
-_WRITE_CPUS = 0.5
 #: Decode workers never need more than one thread per library (set when we start Ray).
+#: Fewest files one decode task gets (tiny shards cost more to read than they save).
+_MIN_FILES_PER_TASK = 64
 _THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
@@ -194,7 +192,7 @@ def prepare_dataset(
     options: Mapping[str, str] | None = None,
     strict: bool = False,
     overwrite: bool = False,
-    rows_per_shard: int = 2048,
+    rows_per_shard: int = 256,
     progress: bool = True,
 ) -> Manifest:
     """Decode a dataset into ``OUT/<split>/*.parquet`` and ``OUT/manifest.json``.
@@ -212,7 +210,8 @@ def prepare_dataset(
         options: recipe options, e.g. ``{"test_fraction": "0.1"}``.
         strict: fail (writing no manifest) if any file was skipped.
         overwrite: replace a previously prepared dataset in ``out``.
-        rows_per_shard: target rows per Parquet file.
+        rows_per_shard: most rows per Parquet file. Each decode task writes its own shards, so
+            shards are smaller when that keeps at least two tasks per CPU busy.
         progress: show Ray Data's progress bars.
 
     Returns:
@@ -301,6 +300,10 @@ def prepare_dataset(
     return manifest
 
 
+#: Seed of the order of rows in the shards (any order works; a fixed one keeps re-runs equal).
+ROW_ORDER_SEED = 0x5EED
+
+
 def _rows_by_split(listing: Listing, label_index: Mapping[str, int]) -> dict[str, list[dict]]:
     seen: dict[int, str] = {}
     rows: dict[str, list[dict]] = {}
@@ -311,6 +314,13 @@ def _rows_by_split(listing: Listing, label_index: Mapping[str, int]) -> dict[str
         seen[sid] = e.path
         row = {"sample_id": sid, "path": e.path, "label": label_index[e.label], "split": e.split}
         rows.setdefault(e.split, []).append(row)
+    for split_rows in rows.values():
+        # Shards hold their rows in a seeded random order, not the listing's (which is sorted,
+        # so by class for most recipes): the training stream only shuffles shard order and
+        # within a local buffer, and class-sorted shards would give batches of one class.
+        split_rows.sort(key=lambda row: row["sample_id"])
+        order_rng = np.random.default_rng(ROW_ORDER_SEED)
+        split_rows[:] = [split_rows[i] for i in order_rng.permutation(len(split_rows))]
     order = {"train": 0, "validation": 1, "test": 2}
     return dict(sorted(rows.items(), key=lambda kv: (order.get(kv[0], 3), kv[0])))
 
@@ -338,7 +348,13 @@ def _run_ray(
             for split, rows in rows_by_split.items():
                 if progress:
                     print(f"prepare: split {split!r}: {len(rows)} files", file=sys.stderr)
-                blocks = min(len(rows), max(math.ceil(len(rows) / _FILES_PER_TASK), 2 * cpus))
+                # One task decodes a block of files and writes it (fused by Ray Data): decoded
+                # audio never goes through the object store. Blocks of at most rows_per_shard
+                # files, at least 2 per CPU, but not smaller than _MIN_FILES_PER_TASK.
+                blocks = min(
+                    math.ceil(len(rows) / _MIN_FILES_PER_TASK),
+                    max(math.ceil(len(rows) / rows_per_shard), 2 * cpus),
+                )
                 ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=blocks)
                 ds = ds.map_batches(
                     cast(Any, decode_rows),
@@ -356,12 +372,7 @@ def _run_ray(
                     posixpath.join(out_path, split),
                     filesystem=out_fs,
                     mode=ray.data.SaveMode.OVERWRITE,
-                    min_rows_per_file=rows_per_shard,
                     max_rows_per_file=rows_per_shard,
-                    # Other resources than the decode tasks keep the two apart: fused, the
-                    # writer's bundling to min_rows_per_file would also bundle the decode input
-                    # and leave one decode task per shard.
-                    ray_remote_args={"num_cpus": _WRITE_CPUS},
                 )
         skipped, silent = ray.get(collector.get.remote())
         return skipped, silent

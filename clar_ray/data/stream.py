@@ -336,6 +336,10 @@ def build_train_stream(
     context = ray.data.DataContext.get_current()
     context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S  # type: ignore[assignment]
     context.enable_progress_bars = False
+    # Blocks of about two actor batches: the reader would otherwise merge small shards into
+    # one block, and one block goes to one actor however many the pool has.
+    clip_bytes = 2 * manifest.clip_samples
+    context.target_max_block_size = max(2**20, 2 * config.augment.actor_batch_size * clip_bytes)
     dataset = ray.data.read_parquet(
         files, filesystem=fs, num_cpus=plan.read_cpus,
         shuffle=ray.data.FileShuffleConfig(seed=config.train.seed),

@@ -9,10 +9,12 @@ means.
 
 Budget (the defaults): FSDD at its native 8 kHz cut or padded to 0.6 s (90 % of the recordings
 are shorter), ResNet18-2D of width 8, batch 64, LARS, 2 epochs per trial, probe 100 epochs.
-On an idle 2-core machine one epoch takes ~25 s (~150 views/s) and a trial ~75 s with Ray
-Train's start and the final probe, so the 16 trials take ~20 minutes (more when the machine is
-shared). It is a small budget: the absolute accuracies are far below the paper's, and
-differences of a few points between cells are within run-to-run noise (one seed per cell).
+Measured on a 2-core machine (Nov 2026): one epoch takes ~25 s (~200-250 views/s) and a trial
+~1.3 min with Ray Train's start and the final probe when the machine is otherwise idle, so the
+16 trials take ~21 minutes; on the same machine shared with other jobs (load 13-17) trials took
+up to 4.4 min and the study 34 minutes. It is a small budget: the absolute accuracies are far
+below the paper's, and differences of a few points between cells are within run-to-run noise
+(one seed per cell).
 ``--quick`` (2 augmentations, 4 trials, 1 epoch) checks the pipeline in ~5 minutes.
 
 Usage:
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads(result_path.read_text()) if result_path.exists() else {}
         trials.append({"trial": run.name, "linear_top1": result.get("linear_top1"),
                        "knn_top1": result.get("knn_top1"),
-                       "minutes": round((ends[-1] - starts[0]) / 60, 2) if ends else None})
+                       "minutes": round((ends[-1] - starts[-1]) / 60, 2) if ends else None})
     settings = {"augmentations": args.augmentations, "epochs": args.epochs,
                 "width": args.width, "batch_size": args.batch_size, "frontend": args.frontend,
                 "sample_rate": args.sample_rate, "clip_seconds": args.clip_seconds,
@@ -129,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                 "objective": "simclr", "cpu_count": os.cpu_count()}
     timing = {"prepare_minutes": round((prepared - started) / 60, 2),
               "study_minutes": round((trained - prepared) / 60, 2),
-              "total_minutes": round((time.perf_counter() - started) / 60, 2)}
+              "total_minutes": round((time.perf_counter() - started) / 60, 2),
+              # across --resume invocations: each trial from its last (re)start to its end
+              "trial_minutes_sum": round(sum(t["minutes"] or 0 for t in trials), 2),
+              "resumed": args.resume}
     results_dir = out if args.quick else Path(args.results)  # a check stays out of the repo
     (results_dir / "results").mkdir(parents=True, exist_ok=True)
     stem = "augmentation_pairs_fsdd"

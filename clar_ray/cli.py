@@ -214,6 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as err:
         print(f"clar-ray {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:  # ResourcePlanError, TrainingStoppedError, PrepareError
+        if type(err).__module__.startswith("clar_ray"):
+            print(f"clar-ray {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

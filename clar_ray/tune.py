@@ -628,6 +628,9 @@ def run_trial(experiment: str, name: str) -> dict[str, Any]:
     run_dir = storage.join_uri(experiment, RUNS_DIR, name)
     result_path = artifacts.run_file(run_dir, artifacts.RESULT_FILE)
     if storage.exists(result_path):
+        if "finished" not in [e["event"] for e in read_events(experiment, name)]:
+            # The training wrote its result, then the study was stopped before it logged so.
+            _event(experiment, name, "finished", note="result.json found after an interruption")
         _event(experiment, name, "skip")
         final = {**storage.read_json(result_path), "trial_status": "finished"}
         ray.tune.report(_scalars(final))

@@ -40,12 +40,12 @@ def test_label_fraction_out_of_range_fails() -> None:
 
 def test_auto_plan_gives_the_rest_to_actors() -> None:
     plan = plan_resources(_job(**{"train.workers": 2}), cluster_cpus=8, cluster_gpus=0)
-    assert plan.workers == 2 and plan.actors == 5 and plan.cpus <= 8
+    assert plan.workers == 2 and plan.actors == 5 and plan.cpus == 8
 
 
 def test_explicit_plan_that_does_not_fit_says_what_is_missing() -> None:
     job = _job(**{"train.workers": 2, "augment.actors": 4})
-    with pytest.raises(ResourcePlanError, match=r"needs 6.25 CPUs .* the cluster has 4"):
+    with pytest.raises(ResourcePlanError, match=r"needs 7 CPUs .* the cluster has 4"):
         plan_resources(job, cluster_cpus=4, cluster_gpus=0)
 
 

@@ -30,8 +30,12 @@ from clar_ray.config import JobConfig
 from clar_ray.data.manifest import Manifest, load_split
 from clar_ray.storage import resolve_filesystem
 
-#: Logical CPUs reserved for the Parquet read tasks of the stream.
-READ_CPUS = 0.25
+#: Logical CPUs reserved for the stream's reads: Ray Data 2.60 lists the Parquet files of every
+#: epoch in a task that takes a whole CPU (its num_cpus cannot be set); without that CPU free
+#: the epoch never starts.
+READ_CPUS = 1.0
+#: Logical CPUs each Parquet read task asks for (within READ_CPUS).
+READ_TASK_CPUS = 0.25
 #: Seconds Ray Data waits for the augmentation actors before it gives up with an error.
 ACTOR_START_TIMEOUT_S = 120.0
 
@@ -341,7 +345,7 @@ def build_train_stream(
     clip_bytes = 2 * manifest.clip_samples
     context.target_max_block_size = max(2**20, 2 * config.augment.actor_batch_size * clip_bytes)
     dataset = ray.data.read_parquet(
-        files, filesystem=fs, num_cpus=plan.read_cpus,
+        files, filesystem=fs, num_cpus=min(plan.read_cpus, READ_TASK_CPUS),
         shuffle=ray.data.FileShuffleConfig(seed=config.train.seed),
     ).select_columns(["sample_id", "pcm", "label"])
     sequence = tuple(config.augment.sequence if cpu_sequence is None else cpu_sequence)

@@ -298,8 +298,12 @@ def local_cpus(job: JobConfig) -> int:
     return (os.cpu_count() or 1) + math.ceil(job.train.workers * job.train.cpus_per_worker)
 
 
-def ensure_ray(job: JobConfig, address: str | None = None) -> None:
-    """Connect to ``address`` (or RAY_ADDRESS), or start a local Ray sized for the job."""
+def ensure_ray(job: JobConfig, address: str | None = None, *,
+               num_cpus: int | None = None) -> None:
+    """Connect to ``address`` (or RAY_ADDRESS), or start a local Ray sized for the job.
+
+    ``num_cpus`` overrides the local size (:func:`local_cpus` of the job).
+    """
     import ray
 
     if ray.is_initialized():
@@ -309,7 +313,7 @@ def ensure_ray(job: JobConfig, address: str | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(address="local", num_cpus=local_cpus(job), include_dashboard=False)
+        ray.init(address="local", num_cpus=num_cpus or local_cpus(job), include_dashboard=False)
 
 
 def prepare_run_dir(run_dir: str, *, resume: bool, overwrite: bool) -> None:

@@ -680,20 +680,11 @@ def _connect(jobs: Sequence[JobConfig], address: str | None,
     ``k = max_concurrent or 1``, so each of ``k`` concurrent trials gets what one
     ``clar-ray train`` would.
     """
-    import ray
+    from clar_ray.train import ensure_ray, local_cpus
 
-    from clar_ray.train import local_cpus
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-        return
     per_trial = max(local_cpus(job) for job in jobs)
-    ray.init(address="local", include_dashboard=False,
-             num_cpus=(max_concurrent or 1) * per_trial + math.ceil(HEADROOM_CPUS))
+    ensure_ray(jobs[0], address,
+               num_cpus=(max_concurrent or 1) * per_trial + math.ceil(HEADROOM_CPUS))
 
 
 def _preflight(trials: Sequence[Trial]) -> None:

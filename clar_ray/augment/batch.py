@@ -30,6 +30,7 @@ from torch import Tensor
 
 from clar_ray.augment import signal
 from clar_ray.augment.compose import (
+    check_augmenter_args,
     check_batch_ids,
     draw_step,
     resolve_sequence,
@@ -236,11 +237,7 @@ class BatchAugmenter:
         seed: int = 0,
         first_step: int = 0,
     ) -> None:
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be > 0, got {sample_rate}")
-        if first_step < 0:
-            raise ValueError(f"first_step must be >= 0, got {first_step}")
-        seed_entropy(seed, 0, 0, 0)
+        check_augmenter_args(sample_rate=sample_rate, seed=seed, first_step=first_step)
         self._steps = resolve_sequence(sequence, preset, params)
         batched = [name for name, spec in AUGMENTATIONS.items() if spec.torch_name is not None]
         for spec, _ in self._steps:

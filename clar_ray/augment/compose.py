@@ -38,6 +38,15 @@ if TYPE_CHECKING:  # pragma: no cover
 _WORD = 2**32
 
 
+def check_augmenter_args(*, sample_rate: int, seed: int, first_step: int) -> None:
+    """The argument checks shared by :class:`Augmenter` and ``BatchAugmenter``."""
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be > 0, got {sample_rate}")
+    if first_step < 0:
+        raise ValueError(f"first_step must be >= 0, got {first_step}")
+    seed_entropy(seed, 0, 0, 0)  # seed range check
+
+
 def seed_entropy(seed: int, epoch: int, sample_id: int, view: int) -> list[int]:
     """The entropy of a view's ``SeedSequence``: the four integers as eight 32-bit words.
 
@@ -170,11 +179,7 @@ class Augmenter:
         seed: int = 0,
         first_step: int = 0,
     ) -> None:
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be > 0, got {sample_rate}")
-        if first_step < 0:
-            raise ValueError(f"first_step must be >= 0, got {first_step}")
-        seed_entropy(seed, 0, 0, 0)  # seed range check
+        check_augmenter_args(sample_rate=sample_rate, seed=seed, first_step=first_step)
         self.sequence = tuple(sequence)
         self.sample_rate = int(sample_rate)
         self.preset = preset

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -245,7 +246,7 @@ def get_or_create_clock(run_id: str) -> Any:
 
 
 def limit_threads() -> None:
-    """Keep one augmentation process to one core: BLAS, OpenMP, numba and torch pools."""
+    """Keep one augmentation process to one core: BLAS, OpenMP, numba and torch (if loaded)."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = "1"
     try:
@@ -254,9 +255,9 @@ def limit_threads() -> None:
         threadpool_limits(1)
     except ImportError:  # threadpoolctl comes with scikit-learn; without it env vars must do
         pass
-    import torch
-
-    torch.set_num_threads(1)
+    torch = sys.modules.get("torch")  # importing torch costs seconds in every fresh actor
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 class AugmentViews:

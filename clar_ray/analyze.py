@@ -612,16 +612,12 @@ def analyze_experiment(experiment_dir: str, out: str | None = None) -> str:
     Raises:
         FileNotFoundError: No trials in ``experiment_dir``.
     """
-    if not storage.is_uri(experiment_dir):
-        experiment_dir = os.path.abspath(experiment_dir)
-    experiment_dir = experiment_dir.rstrip("/")
+    experiment_dir = storage.absolute(experiment_dir).rstrip("/")
     records, info = load_trials(experiment_dir)
     if not records:
         raise FileNotFoundError(f"no trials in {experiment_dir}: expected trials.json or "
                                 f"run directories under {experiment_dir}/{RUNS_DIR}")
-    out = out or storage.join_uri(experiment_dir, "report")
-    if not storage.is_uri(out):
-        out = os.path.abspath(out)
+    out = storage.absolute(out or storage.join_uri(experiment_dir, "report"))
     leaves = list(info["varied"])
     writer = _Writer(out)
     params = info.get("study_params") or {}

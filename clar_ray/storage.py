@@ -19,6 +19,17 @@ def is_uri(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+def absolute(path: str) -> str:
+    """A URI as it is; a local path (``file://`` or plain, ``~`` expanded) made absolute."""
+    if is_uri(path):
+        return path
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    import os
+
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def resolve_filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     """Return the filesystem for ``path`` and the path inside it.
 

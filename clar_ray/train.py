@@ -359,8 +359,7 @@ def run_training(job: JobConfig, run_dir: str, *, resume: bool = False, overwrit
 
     if not job.data.path:
         raise ValueError("data.path is empty: point it at a prepared dataset directory")
-    if not storage.is_uri(run_dir):
-        run_dir = os.path.abspath(run_dir)
+    run_dir = storage.absolute(run_dir)
     ensure_ray(job, address)
     plan = cluster_plan(job)
     manifest = Manifest.read(job.data.path)

@@ -455,11 +455,10 @@ def _ordered_leaves(param_sets: Sequence[Params]) -> list[str]:
 
 
 def _absolute_data(job: JobConfig) -> JobConfig:
-    path = job.data.path
-    if not path or storage.is_uri(path) or os.path.isabs(path):
+    if not job.data.path:
         return job
-    return dataclasses.replace(job, data=dataclasses.replace(job.data,
-                                                             path=os.path.abspath(path)))
+    return dataclasses.replace(job, data=dataclasses.replace(
+        job.data, path=storage.absolute(job.data.path)))
 
 
 def _slug(leaf: str, value: Any) -> str:
@@ -775,8 +774,7 @@ def run_study(job_path: str | Path, out: str, *, resume: bool = False,
 
     spec = load_tune(job_path, overrides)
     trials = expand_trials(spec)
-    experiment = out if storage.is_uri(out) else os.path.abspath(out)
-    experiment = experiment.rstrip("/")
+    experiment = storage.absolute(out).rstrip("/")
     record = _trials_record(spec, trials)
     trials_path = storage.join_uri(experiment, TRIALS_FILE)
     if resume:

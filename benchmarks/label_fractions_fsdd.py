@@ -5,8 +5,12 @@ each method trains the same encoder with the same augmentations and epoch budget
 is then evaluated the paper's way: a linear classifier on the frozen features of ALL training
 labels, top-1 on the un-augmented test set (plus kNN).
 
+Budget (the defaults): FSDD at its native 8 kHz, cut or padded to 0.6 s (90 % of the recordings
+are shorter), tf3 + ResNet18-2D of width 8, batch 64, LARS, fade -> time mask, 10 epochs per
+run, probe 100 epochs: nine runs fit in about an hour on a quiet 2-core machine.
+
 Usage:
-    python benchmarks/label_fractions_fsdd.py [--epochs 12] [--width 16] [--out DIR]
+    python benchmarks/label_fractions_fsdd.py [--epochs 10] [--width 8] [--out DIR]
 
 It writes DIR/label_fractions.json and DIR/label_fractions.md (the table) and prints the table.
 """
@@ -29,8 +33,13 @@ FRACTIONS = (1.0, 0.1, 0.01)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fsdd", default=str(ROOT.parent / "shared" / "data" / "fsdd"))
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--sample-rate", type=int, default=8000, help="FSDD is recorded at 8 kHz")
+    parser.add_argument("--clip-seconds", type=float, default=0.6,
+                        help="90 %% of FSDD recordings are shorter than 0.6 s")
+    parser.add_argument("--probe-epochs", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frontend", default="tf3", choices=["tf3", "raw"])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
@@ -52,13 +61,15 @@ def main(argv: list[str] | None = None) -> int:
         f"model.width={args.width}", "model.hidden_dim=128",
         "augment.sequence=[fade, time_mask]", f"train.epochs={args.epochs}",
         f"train.batch_size={args.batch_size}", "optim.name=lars", "optim.lr=1.0",
-        "optim.reference_batch=1024", "optim.warmup_epochs=1", "eval.every_epochs=0",
-        "train.cpus_per_worker=2",
+        "optim.reference_batch=256", "optim.warmup_epochs=1", "eval.every_epochs=0",
+        f"eval.probe_epochs={args.probe_epochs}", "train.cpus_per_worker=2",
+        f"train.checkpoint_every={args.epochs}", f"train.seed={args.seed}",
     ])
     ensure_ray(base)
-    data_dir = str(Path(args.cache) / "fsdd")
+    data_dir = str(Path(args.cache) / f"fsdd-{args.sample_rate}-{args.clip_seconds:g}s")
     if not Path(data_dir, "manifest.json").exists():
-        prepare_dataset("fsdd", data_dir, source=args.fsdd, progress=False)
+        prepare_dataset("fsdd", data_dir, source=args.fsdd, sample_rate=args.sample_rate,
+                        clip_seconds=args.clip_seconds, progress=False)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = Path(tempfile.mkdtemp(prefix="clar-ray-fractions-"))
@@ -77,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
             results.append(row)
     settings = {"epochs": args.epochs, "width": args.width, "frontend": args.frontend,
-                "batch_size": args.batch_size, "augment": list(base.augment.sequence)}
+                "batch_size": args.batch_size, "augment": list(base.augment.sequence),
+                "sample_rate": args.sample_rate, "clip_seconds": args.clip_seconds,
+                "probe_epochs": args.probe_epochs, "seed": args.seed,
+                "cpu_count": os.cpu_count()}
     (out / "label_fractions.json").write_text(
         json.dumps({"settings": settings, "results": results}, indent=2) + "\n")
     table = _table(results, args.methods, args.fractions)

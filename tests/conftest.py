@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from clar_ray.config import JobConfig
+
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -35,3 +37,12 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"the shared datasets are not beside the project ({SHARED_DATA} is absent)")
     return SHARED_DATA
+
+
+def tiny_job(data: str, *overrides: str) -> JobConfig:
+    """A raw-audio job small enough for a few seconds per epoch on two cores (2 epochs)."""
+    return JobConfig().replace([
+        f"data.path={data}", "model.frontend=raw", "model.encoder=resnet18_1d", "model.width=4",
+        "model.hidden_dim=16", "model.projection_dim=8", "augment.sequence=[time_shift]",
+        "train.batch_size=8", "train.epochs=2", "optim.warmup_epochs=0", "optim.name=sgd",
+        "optim.lr=0.05", "optim.reference_batch=8", "eval.probe_epochs=20", *overrides])

@@ -19,11 +19,11 @@ import pytest
 import ray
 import torch
 import yaml
+from conftest import tiny_job
 from moto.server import ThreadedMotoServer
 
 from clar_ray import artifacts, storage, tune
 from clar_ray.analyze import analyze_experiment
-from clar_ray.config import JobConfig
 from clar_ray.data.manifest import Manifest, load_split
 from clar_ray.data.prepare import prepare_dataset
 from clar_ray.embed import embed_run
@@ -97,15 +97,6 @@ def data(bucket: Bucket) -> Iterator[str]:
         ray.shutdown()
 
 
-def _tiny(data: str, *overrides: str) -> JobConfig:
-    """A raw-audio job of a few seconds on two cores (as in test_train)."""
-    return JobConfig().replace([
-        f"data.path={data}", "model.frontend=raw", "model.encoder=resnet18_1d", "model.width=4",
-        "model.hidden_dim=16", "model.projection_dim=8", "augment.sequence=[time_shift]",
-        "train.batch_size=8", "train.epochs=1", "optim.warmup_epochs=0", "optim.name=sgd",
-        "optim.lr=0.05", "optim.reference_batch=8", "eval.probe_epochs=20", *overrides])
-
-
 def _jsonl(bucket: Bucket, key: str) -> list[dict]:
     return [json.loads(line) for line in bucket.read(key).decode().splitlines()]
 
@@ -156,7 +147,7 @@ def test_prepare_writes_shards_and_manifest_to_the_bucket(bucket: Bucket, data: 
 def test_training_resuming_evaluation_and_embedding_on_the_bucket(
         bucket: Bucket, data: str) -> None:
     run_dir = f"{ROOT}/runs/x"
-    run_training(_tiny(data), run_dir, evaluate=False)
+    run_training(tiny_job(data, "train.epochs=1"), run_dir, evaluate=False)
     keys = bucket.keys("runs/x")
     for name in ("config.yaml", "plan.json", "metrics.jsonl", "encoder.pt"):
         assert name in keys, (name, sorted(keys))
@@ -164,9 +155,9 @@ def test_training_resuming_evaluation_and_embedding_on_the_bucket(
     assert any(k.startswith("tensorboard/events.out.tfevents.") for k in keys), keys
     assert "result.json" not in keys
     with pytest.raises(FileExistsError, match="--resume"):
-        run_training(_tiny(data), run_dir, evaluate=False)
+        run_training(tiny_job(data, "train.epochs=1"), run_dir, evaluate=False)
     # Resuming restores the checkpoint from the bucket and appends to metrics.jsonl there.
-    job = _tiny(data, "train.epochs=2")
+    job = tiny_job(data, "train.epochs=2")
     summary = run_training(job, run_dir, resume=True)
     assert load_run_job(run_dir) == job
     records = _jsonl(bucket, "runs/x/metrics.jsonl")
@@ -191,7 +182,7 @@ def test_training_resuming_evaluation_and_embedding_on_the_bucket(
 
 def test_a_tune_grid_writes_its_experiment_to_the_bucket(bucket: Bucket, data: str,
                                                          tmp_path: Path) -> None:
-    base = _tiny(data).to_dict()
+    base = tiny_job(data, "train.epochs=1").to_dict()
     tune_file = tmp_path / "grid.yaml"
     tune_file.write_text(yaml.safe_dump({
         "base": base, "grid": {"augment.sequence": [["time_shift"], ["fade"]]}}))

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from conftest import tiny_job
 
 from clar_ray import artifacts
-from clar_ray.config import JobConfig, load_job
+from clar_ray.config import load_job
 from clar_ray.data.prepare import prepare_dataset
 from clar_ray.data.stream import ResourcePlanError
 from clar_ray.train import CRASH_AFTER_EPOCH, TrainingStoppedError, run_training
@@ -31,15 +32,6 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     prepare_dataset("synthetic", quick, progress=False)
     yield {"small": small, "quickstart": quick}
     ray.shutdown()
-
-
-def _tiny(data: str, *overrides: str) -> JobConfig:
-    """A raw-audio job small enough for a few seconds per epoch on two cores."""
-    return JobConfig().replace([
-        f"data.path={data}", "model.frontend=raw", "model.encoder=resnet18_1d", "model.width=4",
-        "model.hidden_dim=16", "model.projection_dim=8", "augment.sequence=[time_shift]",
-        "train.batch_size=8", "train.epochs=2", "optim.warmup_epochs=0", "optim.name=sgd",
-        "optim.lr=0.05", "optim.reference_batch=8", "eval.probe_epochs=20", *overrides])
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -70,7 +62,7 @@ def test_quickstart_job_runs_end_to_end_and_its_loss_falls(datasets: dict[str, s
 
 
 def test_two_workers_train_with_ddp_on_cpu(datasets: dict[str, str], tmp_path: Path) -> None:
-    job = _tiny(datasets["small"], "train.workers=2", "train.epochs=1",
+    job = tiny_job(datasets["small"], "train.workers=2", "train.epochs=1",
                 "objective.name=simclr")
     run_training(job, str(tmp_path / "run"), evaluate=False)
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
@@ -81,7 +73,7 @@ def test_two_workers_train_with_ddp_on_cpu(datasets: dict[str, str], tmp_path: P
 
 def test_killed_worker_resumes_from_its_checkpoint(datasets: dict[str, str],
                                                    tmp_path: Path) -> None:
-    job = _tiny(datasets["small"], "train.epochs=3", "train.max_failures=1")
+    job = tiny_job(datasets["small"], "train.epochs=3", "train.max_failures=1")
     run_dir = tmp_path / "run"
     run_training(job, str(run_dir), evaluate=False, extra_loop_config={CRASH_AFTER_EPOCH: 0})
     assert (run_dir / "crashed-once").exists()  # the worker process really was killed
@@ -94,17 +86,17 @@ def test_killed_worker_resumes_from_its_checkpoint(datasets: dict[str, str],
 
 def test_resume_continues_a_stopped_run(datasets: dict[str, str], tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    run_training(_tiny(datasets["small"], "train.epochs=1"), str(run_dir), evaluate=False)
+    run_training(tiny_job(datasets["small"], "train.epochs=1"), str(run_dir), evaluate=False)
     with pytest.raises(FileExistsError, match="--resume"):
-        run_training(_tiny(datasets["small"], "train.epochs=2"), str(run_dir), evaluate=False)
-    run_training(_tiny(datasets["small"], "train.epochs=2"), str(run_dir), resume=True,
+        run_training(tiny_job(datasets["small"], "train.epochs=2"), str(run_dir), evaluate=False)
+    run_training(tiny_job(datasets["small"], "train.epochs=2"), str(run_dir), resume=True,
                  evaluate=False)
     assert [r["epoch"] for r in _metrics(run_dir)] == [0, 1]
 
 
 def test_non_finite_loss_stops_with_a_clear_message(datasets: dict[str, str],
                                                     tmp_path: Path) -> None:
-    job = _tiny(datasets["small"], "train.epochs=3", "optim.lr=1e30", "optim.name=sgd",
+    job = tiny_job(datasets["small"], "train.epochs=3", "optim.lr=1e30", "optim.name=sgd",
                 "objective.name=supervised", "data.label_fraction=1.0")
     with pytest.raises(TrainingStoppedError, match="non-finite loss .* the last good checkpoint"):
         run_training(job, str(tmp_path / "run"), evaluate=False)
@@ -115,7 +107,7 @@ def test_plan_that_cannot_fit_fails_before_training(datasets: dict[str, str],
                                                     tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(ResourcePlanError, match="the cluster has 5"):
-        run_training(_tiny(datasets["small"], "train.workers=4", "augment.actors=2"),
+        run_training(tiny_job(datasets["small"], "train.workers=4", "augment.actors=2"),
                      str(tmp_path / "run"))
     assert time.monotonic() - started < 10
     assert not (tmp_path / "run").exists()

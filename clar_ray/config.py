@@ -87,7 +87,9 @@ class AugmentConfig:
             training device instead of the CPU actors.
         actors: CPU augmentation actors; 0 derives the number from the cluster.
         cpus_per_actor: Logical CPUs each augmentation actor reserves.
-        actor_batch_size: Rows per batch handed to an augmentation actor.
+        actor_batch_size: Rows per batch handed to an augmentation actor. Each call costs a
+            fixed overhead (object-store copies, scheduling), so small batches starve cheap
+            sequences: on 2 cores fade → time mask ran ~4× faster at 128 than at 32.
         node_labels: Node labels the augmentation actors must land on (Ray label selector),
             e.g. ``{"clar-ray-role": "augment"}`` on the cluster of ``cluster.yaml``.
     """
@@ -98,7 +100,7 @@ class AugmentConfig:
     on_device: bool = False
     actors: int = 0
     cpus_per_actor: float = 1.0
-    actor_batch_size: int = 64
+    actor_batch_size: int = 128
     node_labels: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -2,11 +2,14 @@
 
 Per step on each worker:
 
-    shard batch {view_a, view_b: (b, T), label, sample_id: (b,)}       b = batch_size / workers
+    shard batch {view_a, view_b: (b, T), label, sample_id, epoch: (b,)}   b = batch_size / workers
       → [batch augmentations on the device]   (augment.on_device)
       → frontend, float32, outside DDP         (b, C, T) or (b, C, F, T)
       → method under autocast (bf16 on GPU)    encoder → heads → loss over the global batch
       → LARS step with the warmup + cosine learning rate of this step
+
+The shard is one stream of every epoch of the run (one Ray Data execution, so the augmentation
+actors start once); an epoch is ``steps_per_epoch`` steps of it, the same count on every rank.
 
 Rank 0 writes TensorBoard events and ``metrics.jsonl`` and saves checkpoints; every rank
 reports, because ``ray.train.report`` is a barrier. A non-finite loss stops the run on every
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -113,14 +117,28 @@ class _Logger:
         self.writer.close()
 
 
-def _batches(shard: Any, local_batch: int, job: JobConfig, epoch: int, rank: int,
+def _batches(shard: Any, local_batch: int, job: JobConfig, start_epoch: int, rank: int,
              device: torch.device) -> Iterator[dict[str, Tensor]]:
+    """The worker's batches of the whole run (every epoch, one stream execution)."""
     buffer = job.data.shuffle_buffer
+    seed = job.train.seed * 1_000_003 + start_epoch * 101 + rank
     yield from shard.iter_torch_batches(
         batch_size=local_batch, drop_last=True, device=device,
-        local_shuffle_buffer_size=buffer or None,
-        local_shuffle_seed=(job.train.seed * 1_000_003 + epoch * 101 + rank) if buffer else None,
-    )
+        local_shuffle_buffer_size=buffer or None, local_shuffle_seed=seed if buffer else None)
+
+
+def _device_views(augment: Any, views: list[Tensor], ids: Tensor,
+                  epochs: Tensor) -> list[Tensor]:
+    """The device part of the sequence, each row augmented for its own epoch."""
+    present = torch.unique(epochs).tolist()
+    if len(present) == 1:
+        return [augment(v, ids, epoch=int(present[0]), view=i) for i, v in enumerate(views)]
+    out = [torch.empty_like(v) for v in views]
+    for epoch in present:
+        rows = epochs == epoch
+        for i, v in enumerate(views):
+            out[i][rows] = augment(v[rows], ids[rows], epoch=int(epoch), view=i)
+    return out
 
 
 def train_func(config: dict[str, Any]) -> dict[str, Any]:
@@ -177,24 +195,24 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
             first_step=len(job.augment.sequence) - len(config["device_sequence"]))
 
     logger = _Logger(run_dir, start_epoch) if rank == 0 else None
-    clock = None
-    if rank == 0:
+    if rank == 0:  # the stream starts counting its epochs here (see clar_ray.data.stream)
         from clar_ray.data.stream import clock_name
 
-        clock = ray.get_actor(clock_name(run_id))
+        ray.get(ray.get_actor(clock_name(run_id)).set.remote(start_epoch))
+    if dist.is_distributed():
+        torch.distributed.barrier()  # no rank asks for a batch before the clock is set
     shard = ray.train.get_dataset_shard("train")
     local_batch = job.train.batch_size // world
+    stream = _batches(shard, local_batch, job, start_epoch, rank, device)
     autocast = _autocast(job, device)
     probe = None
     status: dict[str, Any] = {"status": "finished", "message": "", "epochs": start_epoch}
 
     for epoch in range(start_epoch, job.train.epochs):
-        if clock is not None:
-            ray.get(clock.set.remote(epoch))
         model.train()
         sums: dict[str, float] = {}
         seen, started, finite = 0, time.perf_counter(), True
-        for batch in _batches(shard, local_batch, job, epoch, rank, device):
+        for batch in itertools.islice(stream, steps):
             lr = schedule.lr_at(step, base_lr=base_lr, warmup_steps=warmup_steps,
                                 total_steps=total_steps)
             for group in optimizer.param_groups:
@@ -202,7 +220,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
             ids, labels = batch["sample_id"], batch["label"]
             views = [batch["view_a"], batch["view_b"]]
             if device_augment is not None:
-                views = [device_augment(v, ids, epoch=epoch, view=i) for i, v in enumerate(views)]
+                views = _device_views(device_augment, views, ids, batch["epoch"])
             with torch.no_grad():
                 x_a, x_b = frontend(views[0]), frontend(views[1])
             with autocast:
@@ -226,6 +244,9 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
                 logger.scalars("step", {"loss": float(loss.detach()), "lr": lr}, step)
         if not finite:
             break
+        if seen != steps * local_batch:
+            raise RuntimeError(f"the stream ended after {seen // local_batch} of {steps} "
+                               f"steps of epoch {epoch} on rank {rank}")
         elapsed = time.perf_counter() - started
         batches = max(1, seen // local_batch)
         record: dict[str, Any] = {"epoch": epoch, "step": step}

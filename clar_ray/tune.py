@@ -27,10 +27,10 @@ be passed to ``Tuner`` directly). The experiment directory holds::
 
 Resources. A trial holds :data:`TRIAL_CPUS` CPU itself and starts a training whose plan
 (:func:`clar_ray.data.stream.plan_resources`) holds its workers' CPUs and GPUs and its
-augmentation actors; :data:`HEADROOM_CPUS` stay free for the streams' short listing and read
-tasks. As many trials run at once as fit the cluster (never more); a trial whose job leaves
-``augment.actors`` at 0 gets a fixed number of augmentation actors from its share of the
-cluster, so concurrent trainings never wait on one another's CPUs.
+augmentation actors; :data:`HEADROOM_CPUS` stay free for the streams' driver side (Ray Data's
+executors and coordinators). As many trials run at once as fit the cluster (never more); a
+trial whose job leaves ``augment.actors`` at 0 gets a fixed number of augmentation actors from
+its share of the cluster, so concurrent trainings never wait on one another's CPUs.
 
 Scheduler. The default is FIFO: every trial runs to the end. ``{name: asha}`` stops poor
 trials early on their probe accuracy, but Ray 2.5x-2.60 do not tear down the Ray Train run of a
@@ -72,8 +72,8 @@ from clar_ray.data.stream import READ_CPUS, ResourcePlan, ResourcePlanError, pla
 
 #: Logical CPUs the trial function itself holds (Tune refuses 0); the training gets the rest.
 TRIAL_CPUS = 0.01
-#: Logical CPUs a study keeps free for the short tasks of the trials' streams: Ray Data 2.60
-#: lists the Parquet files with a 1-CPU task each epoch, then reads with READ_CPUS per task.
+#: Logical CPUs a study keeps free for the driver side of the trials' streams (Ray Data's
+#: executors, split coordinators, stats actors), which run outside the planned actors.
 HEADROOM_CPUS = 1.0
 #: Top-level keys of a tune file.
 TUNE_KEYS = ("base", "set", "grid", "study", "num_samples", "max_concurrent_trials", "scheduler")
@@ -531,12 +531,11 @@ def plan_study(
     """Decide how many trials run at once and how many augmentation actors each gets.
 
     A running trial holds its training workers, its augmentation actors and
-    :data:`TRIAL_CPUS`; :data:`HEADROOM_CPUS` stay free for the short tasks every stream
-    starts (file listing, Parquet reads). As many trials run at once as fit the rest at their
-    smallest (one actor, unless the job fixes ``augment.actors``) and the GPUs (and
-    ``max_concurrent``, and the number of trials). A job that leaves ``augment.actors`` at 0
-    then gets the actors that fit in its share, ``(cluster_cpus - HEADROOM_CPUS) /
-    concurrency``, and at least one.
+    :data:`TRIAL_CPUS`; :data:`HEADROOM_CPUS` stay free for the driver side of the streams. As
+    many trials run at once as fit the rest at their smallest (one actor, unless the job fixes
+    ``augment.actors``) and the GPUs (and ``max_concurrent``, and the number of trials). A job
+    that leaves ``augment.actors`` at 0 then gets the actors that fit in its share,
+    ``(cluster_cpus - HEADROOM_CPUS) / concurrency``, and at least one.
 
     Raises:
         ResourcePlanError: One trial alone does not fit the cluster (the message says what is
@@ -554,8 +553,8 @@ def plan_study(
         except ResourcePlanError as err:
             raise ResourcePlanError(
                 f"a trial does not fit the cluster, so the study cannot start: {err} "
-                f"(a study also keeps {HEADROOM_CPUS:g} CPU free for the streams' file "
-                f"listing and {TRIAL_CPUS:g} CPU per trial)") from None
+                f"(a study also keeps {HEADROOM_CPUS:g} CPU free for the streams' driver "
+                f"side and {TRIAL_CPUS:g} CPU per trial)") from None
         smallest.append(plan)
     need_cpus = max(_steady_cpus(p) for p in smallest)
     need_gpus = max(p.workers * p.gpus_per_worker for p in smallest)

@@ -10,6 +10,7 @@ import pytest
 import ray
 
 from clar_ray.config import JobConfig
+from clar_ray.data.manifest import load_split
 from clar_ray.data.prepare import prepare_dataset
 from clar_ray.data.stream import (
     ResourcePlan,
@@ -51,7 +52,7 @@ def _plan(actors: int) -> ResourcePlan:
 
 
 def test_every_sample_once_with_two_distinct_float_views(data_dir: str) -> None:
-    got = _collect(build_train_stream(_job(data_dir), _plan(1), run_id=None, epoch=0))
+    got = _collect(build_train_stream(_job(data_dir), _plan(1), run_id=None, epoch=0, epochs=1))
     assert len(got["sample_id"]) == 24 and len(np.unique(got["sample_id"])) == 24
     assert got["view_a"].dtype == np.float32 and got["view_a"].shape == (24, 16000)
     assert not np.allclose(got["view_a"], got["view_b"])
@@ -62,29 +63,54 @@ def test_every_sample_once_with_two_distinct_float_views(data_dir: str) -> None:
 
 def test_views_do_not_depend_on_actors_or_batch_size(data_dir: str) -> None:
     one = _collect(build_train_stream(_job(data_dir, "augment.actor_batch_size=5"), _plan(1),
-                                      run_id=None, epoch=3))
+                                      run_id=None, epoch=3, epochs=1))
     two = _collect(build_train_stream(_job(data_dir, "augment.actor_batch_size=16"), _plan(2),
-                                      run_id=None, epoch=3))
-    for key in ("sample_id", "view_a", "view_b", "label"):
+                                      run_id=None, epoch=3, epochs=1))
+    for key in ("sample_id", "view_a", "view_b", "label", "epoch"):
         np.testing.assert_array_equal(one[key], two[key])
 
 
-def test_epoch_clock_gives_fresh_views_each_epoch(data_dir: str) -> None:
+def _train_ids(data_dir: str) -> np.ndarray:
+    return np.sort(load_split(data_dir, "train", columns=["sample_id"])["sample_id"])
+
+
+def _by_epoch(got: dict[str, np.ndarray], epoch: int) -> dict[str, np.ndarray]:
+    rows = got["epoch"] == epoch
+    part = {key: value[rows] for key, value in got.items()}
+    order = np.argsort(part["sample_id"], kind="stable")
+    return {key: value[order] for key, value in part.items()}
+
+
+def test_one_stream_holds_every_epoch_from_the_clock_with_fresh_views(data_dir: str) -> None:
     clock = get_or_create_clock("stream-test")
     try:
-        dataset = build_train_stream(_job(data_dir), _plan(1), run_id="stream-test")
-        ray.get(clock.set.remote(0))
-        first = _collect(dataset)
-        ray.get(clock.set.remote(1))
-        second = _collect(dataset)
-        ray.get(clock.set.remote(0))
-        again = _collect(dataset)
+        ray.get(clock.set.remote(2))  # a run resumed at epoch 2
+        got = _collect(build_train_stream(_job(data_dir), _plan(2), run_id="stream-test",
+                                          epochs=3))
     finally:
         ray.kill(clock)
-    np.testing.assert_array_equal(first["sample_id"], second["sample_id"])
-    assert not np.allclose(first["view_a"], second["view_a"])
-    np.testing.assert_array_equal(first["view_a"], again["view_a"])
-    np.testing.assert_array_equal(first["label"], second["label"])  # the label mask is fixed
+    assert sorted(set(got["epoch"].tolist())) == [2, 3, 4]
+    epochs = [_by_epoch(got, epoch) for epoch in (2, 3, 4)]
+    for part in epochs:  # every sample once per epoch
+        np.testing.assert_array_equal(part["sample_id"], _train_ids(data_dir))
+    for earlier, later in zip(epochs, epochs[1:]):  # fresh views, the same label mask
+        assert not np.allclose(earlier["view_a"], later["view_a"])
+        assert not np.allclose(earlier["view_b"], later["view_b"])
+        np.testing.assert_array_equal(earlier["label"], later["label"])
+    alone = _collect(build_train_stream(_job(data_dir), _plan(1), run_id=None, epoch=3, epochs=1))
+    for key in ("sample_id", "view_a", "view_b", "label"):  # a view depends on its epoch only
+        np.testing.assert_array_equal(epochs[1][key], alone[key])
+
+
+def test_row_order_changes_from_epoch_to_epoch(data_dir: str) -> None:
+    dataset = build_train_stream(_job(data_dir, "augment.actor_batch_size=4"), _plan(1),
+                                 run_id=None, epoch=0, epochs=2)
+    ids: dict[int, list[int]] = {0: [], 1: []}
+    for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
+        for epoch, sample in zip(batch["epoch"].tolist(), batch["sample_id"].tolist()):
+            ids[epoch].append(sample)
+    assert sorted(ids[0]) == sorted(ids[1]) == _train_ids(data_dir).tolist()
+    assert ids[0] != ids[1]
 
 
 def test_impossible_plan_fails_within_seconds(data_dir: str) -> None:

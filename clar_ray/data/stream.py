@@ -1,18 +1,26 @@
 """The training stream: Parquet shards → label-fraction mask → two augmented views, on Ray Data.
 
-    read_parquet (file order shuffled per epoch)
+One Ray Data execution serves the whole run, every epoch of it, so its augmentation actors start
+once and stay busy across epoch boundaries (a fresh execution per epoch cost 10-35 s of start-up
+on 2 cores: file listing, new actor processes, imports):
+
+    from_items: one row per (epoch, shard file), files in a seeded order per epoch
+      → read_shards tasks: one file → its rows in a seeded order, in blocks of one actor batch,
+        each row tagged with its epoch
       → AugmentViews actors (a fixed pool of CPU actors): pcm int16 (B, T) →
-        {view_a: float32 (B, T), view_b: float32 (B, T), label: int64 (B,), sample_id: int64 (B,)}
+        {view_a: float32 (B, T), view_b: float32 (B, T), label: int64 (B,), sample_id: int64 (B,),
+         epoch: int64 (B,)}
       → Ray Train's streaming split: one shard per training worker
 
-Views are a pure function of (seed, epoch, sample id, view index). A Ray Data execution does
-not know which epoch it serves, and every epoch starts fresh actors, so the epoch comes from a
-tiny named :class:`EpochClock` actor that the training loop sets before each epoch.
+Views are a pure function of (seed, epoch, sample id, view index). The stream counts epochs
+from the first epoch it serves, which only the training loop knows when it resumes from a
+checkpoint: rank 0 writes it into a tiny named :class:`EpochClock` actor before the first
+batch is asked for, and the read tasks add it to their pass number.
 
 Resource planning (:func:`plan_resources`) derives the number of augmentation actors from the
 cluster and fails at once, naming what is missing, when the plan cannot fit.
 
-Letters: B rows in a batch, T samples in a clip.
+Letters: B rows in a batch, T samples in a clip, E epochs.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,12 +39,10 @@ from clar_ray.config import JobConfig
 from clar_ray.data.manifest import Manifest, load_split
 from clar_ray.storage import resolve_filesystem
 
-#: Logical CPUs reserved for the stream's reads: Ray Data 2.60 lists the Parquet files of every
-#: epoch in a task that takes a whole CPU (its num_cpus cannot be set); without that CPU free
-#: the epoch never starts.
+#: Logical CPUs a plan leaves free beside its workers and actors. The stream starts no tasks
+#: (its actors read the shards), but its driver side does run on CPUs: Ray Data's executor,
+#: the split coordinator and Ray Data's stats and autoscaling actors.
 READ_CPUS = 1.0
-#: Logical CPUs each Parquet read task asks for (within READ_CPUS).
-READ_TASK_CPUS = 0.25
 #: Seconds Ray Data waits for the augmentation actors before it gives up with an error.
 ACTOR_START_TIMEOUT_S = 120.0
 
@@ -55,7 +61,7 @@ class ResourcePlan:
         gpus_per_worker: GPUs per training worker (0 or 1).
         actors: Augmentation actors of the stream.
         cpus_per_actor: Logical CPUs per augmentation actor.
-        read_cpus: Logical CPUs of each Parquet read task.
+        read_cpus: Logical CPUs left free for the stream's driver side (:data:`READ_CPUS`).
     """
 
     workers: int
@@ -76,7 +82,7 @@ class ResourcePlan:
         gpu = f" + {self.gpus_per_worker} GPU" if self.gpus_per_worker else ""
         return (f"{self.workers} train worker(s) × ({self.cpus_per_worker:g} CPU{gpu}), "
                 f"{self.actors} augmentation actor(s) × {self.cpus_per_actor:g} CPU, "
-                f"reads {self.read_cpus:g} CPU — {self.cpus:g} CPUs in all")
+                f"stream driver {self.read_cpus:g} CPU — {self.cpus:g} CPUs in all")
 
 
 def plan_resources(
@@ -216,18 +222,18 @@ def labelled_ids(sample_ids: np.ndarray, labels: np.ndarray, fraction: float,
 
 
 class EpochClock:
-    """A tiny Ray actor holding the current epoch, read by the augmentation actors."""
+    """A tiny Ray actor holding the first epoch of the run's stream execution."""
 
     def __init__(self) -> None:
         self.epoch = 0
 
     def set(self, epoch: int) -> int:
-        """Set the epoch the next stream execution serves."""
+        """Set the epoch the next stream execution starts at."""
         self.epoch = int(epoch)
         return self.epoch
 
     def get(self) -> int:
-        """The epoch the current stream execution serves."""
+        """The epoch the current stream execution started at."""
         return self.epoch
 
 
@@ -243,6 +249,30 @@ def get_or_create_clock(run_id: str) -> Any:
     actor = ray.remote(num_cpus=0)(EpochClock)
     return actor.options(name=clock_name(run_id), get_if_exists=True,
                          lifetime="detached").remote()
+
+
+def first_epoch(run_id: str | None, fixed: int | None) -> int:
+    """The first epoch of a stream: ``fixed``, or what the run's clock holds."""
+    if run_id is None:
+        return int(fixed or 0)
+    import ray
+
+    return int(ray.get(ray.get_actor(clock_name(run_id)).get.remote()))  # type: ignore[call-overload]
+
+
+def epoch_order(count: int, seed: int, epoch: int, salt: int) -> np.ndarray:
+    """A seeded permutation of ``range(count)`` for one epoch (files: salt 0; rows: 1 + file)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, salt, 0x5EED]))
+    return rng.permutation(count)
+
+
+def read_shard(path: str, *, filesystem: Any, seed: int, epoch: int, salt: int) -> Any:
+    """One shard file as an Arrow table (sample_id, pcm, label), rows in the epoch's order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, filesystem=filesystem, columns=["sample_id", "pcm", "label"])
+    return table.take(pa.array(epoch_order(table.num_rows, seed, epoch, salt)))
 
 
 def limit_threads() -> None:
@@ -261,7 +291,11 @@ def limit_threads() -> None:
 
 
 class AugmentViews:
-    """Ray Data actor: one batch of int16 clips → two augmented float32 views per clip."""
+    """Ray Data actor: shard files of an epoch → two augmented float32 views per clip.
+
+    It reads each file itself (no read tasks, so no extra worker processes or CPUs) and hands
+    its rows to the augmenter ``batch_size`` at a time.
+    """
 
     def __init__(
         self,
@@ -272,34 +306,47 @@ class AugmentViews:
         params: Mapping[str, Mapping[str, Any]],
         seed: int,
         labelled: np.ndarray,
+        filesystem: Any,
+        batch_size: int,
         run_id: str | None,
-        epoch: int | None = None,
+        epoch: int | None,
     ) -> None:
         limit_threads()
         from clar_ray.augment import Augmenter
 
         self.augmenter = Augmenter(sequence, sample_rate=sample_rate, preset=preset,
                                    params=params, seed=seed) if sequence else None
+        self.seed = seed
         self.labelled = np.asarray(labelled, dtype=np.int64)
-        if epoch is None and run_id is not None:
-            import ray
+        self.filesystem = filesystem
+        self.batch_size = batch_size
+        self.first_epoch = first_epoch(run_id, epoch)
 
-            epoch = int(ray.get(ray.get_actor(clock_name(run_id)).get.remote()))  # type: ignore[call-overload]
-        self.epoch = int(epoch or 0)
+    def __call__(self, items: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        """Read, shuffle and augment the files of ``items`` ({"path", "file", "pass"})."""
+        for path, index, offset in zip(items["path"], items["file"], items["pass"]):
+            epoch = self.first_epoch + int(offset)
+            table = read_shard(str(path), filesystem=self.filesystem, seed=self.seed,
+                               epoch=epoch, salt=1 + int(index))
+            for start in range(0, table.num_rows, self.batch_size):
+                part = table.slice(start, self.batch_size)
+                yield self.augment(part.column("pcm").combine_chunks().to_numpy_ndarray(),
+                                   part.column("sample_id").to_numpy(),
+                                   part.column("label").to_numpy(), epoch)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Augment a batch (inputs are read-only; nothing is modified in place)."""
-        ids = np.asarray(batch["sample_id"], dtype=np.int64)
-        waves = pcm_to_float(batch["pcm"])  # (B, T)
-        views = []
-        for view in (0, 1):
-            if self.augmenter is None:
-                views.append(waves.copy())
-            else:
-                views.append(self.augmenter(waves, ids, epoch=self.epoch, view=view))
+    def augment(self, pcm: np.ndarray, ids: np.ndarray, labels: np.ndarray,
+                epoch: int) -> dict[str, np.ndarray]:
+        """Two views of each clip of one epoch; unlabelled rows get label -1."""
+        ids = np.asarray(ids, dtype=np.int64)
+        waves = pcm_to_float(pcm)  # (B, T)
+        if self.augmenter is None:
+            views = [waves, waves.copy()]
+        else:
+            views = [self.augmenter(waves, ids, epoch=epoch, view=view) for view in (0, 1)]
         keep = np.isin(ids, self.labelled, assume_unique=False)
-        labels = np.where(keep, np.asarray(batch["label"], dtype=np.int64), -1)
-        return {"view_a": views[0], "view_b": views[1], "label": labels, "sample_id": ids}
+        labels = np.where(keep, np.asarray(labels, dtype=np.int64), -1)
+        return {"view_a": views[0], "view_b": views[1], "label": labels, "sample_id": ids,
+                "epoch": np.full(len(ids), epoch, np.int64)}
 
 
 def pcm_to_float(pcm: np.ndarray) -> np.ndarray:
@@ -313,20 +360,26 @@ def build_train_stream(
     *,
     run_id: str | None,
     epoch: int | None = None,
+    epochs: int | None = None,
     cpu_sequence: Sequence[str] | None = None,
 ) -> Any:
-    """Build the lazy Ray Dataset of augmented view pairs for the training split.
+    """Build the lazy Ray Dataset of augmented view pairs of the training split, for E epochs.
+
+    Every epoch holds each training row once, in a new order and with new views; the epochs
+    follow each other in one execution (at a boundary a few blocks of the next epoch may
+    arrive before the last of the current one).
 
     Args:
         config: The job (data path, augmentation sequence, seed, label fraction).
         plan: The resource plan (number of actors and their CPUs).
-        run_id: Names the :class:`EpochClock` the actors read their epoch from; None with
-            ``epoch`` fixes the epoch (benchmarks, tests).
-        epoch: A fixed epoch, used when ``run_id`` is None.
+        run_id: Names the :class:`EpochClock` that holds the first epoch; None with ``epoch``
+            fixes it (benchmarks, tests).
+        epoch: The first epoch, used when ``run_id`` is None.
+        epochs: Epochs in the stream (default ``train.epochs``).
         cpu_sequence: The part of ``augment.sequence`` to run on CPU actors (default: all).
 
     Returns:
-        A ``ray.data.Dataset`` with columns view_a, view_b, label, sample_id.
+        A ``ray.data.Dataset`` with columns view_a, view_b, label, sample_id, epoch.
     """
     import ray.data
 
@@ -338,21 +391,22 @@ def build_train_stream(
     fs, _root = resolve_filesystem(config.data.path)
     files = [resolve_filesystem(path)[1]
              for path in manifest.shard_paths(config.data.path, split)]
+    epochs = config.train.epochs if epochs is None else epochs
+    seed = config.train.seed
+    items = [{"path": files[index], "file": int(index), "pass": offset}
+             for offset in range(epochs)
+             for index in epoch_order(len(files), seed, offset, 0)]
     context = ray.data.DataContext.get_current()
     context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S  # type: ignore[assignment]
     context.enable_progress_bars = False
-    # Blocks of about two actor batches: the reader would otherwise merge small shards into
-    # one block, and one block goes to one actor however many the pool has.
-    clip_bytes = 2 * manifest.clip_samples
-    context.target_max_block_size = max(2**20, 2 * config.augment.actor_batch_size * clip_bytes)
-    dataset = ray.data.read_parquet(
-        files, filesystem=fs, num_cpus=min(plan.read_cpus, READ_TASK_CPUS),
-        shuffle=ray.data.FileShuffleConfig(seed=config.train.seed),
-    ).select_columns(["sample_id", "pcm", "label"])
+    # Blocks of one augmented batch, handed on as soon as each is ready.
+    batch = config.augment.actor_batch_size
+    context.target_max_block_size = batch * 8 * manifest.clip_samples
+    dataset = ray.data.from_items(items, override_num_blocks=len(items))
     sequence = tuple(config.augment.sequence if cpu_sequence is None else cpu_sequence)
     return dataset.map_batches(
         AugmentViews,
-        batch_size=config.augment.actor_batch_size,
+        batch_size=1,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=plan.actors),
         num_cpus=plan.cpus_per_actor,
@@ -362,8 +416,10 @@ def build_train_stream(
             "sample_rate": manifest.sample_rate,
             "preset": config.augment.preset,
             "params": config.augment.params,
-            "seed": config.train.seed,
+            "seed": seed,
             "labelled": labelled,
+            "filesystem": fs,
+            "batch_size": batch,
             "run_id": run_id,
             "epoch": epoch,
         },

@@ -4,7 +4,7 @@ For the cheap set (fade → time mask) and the expensive set (fade → time stre
 on FSDD clips (16 kHz, 1 s), measured in one run so that the ratios are fair on a noisy machine:
 
     floor       the per-clip functions, one clip at a time, in this process (one core; the
-                best of three passes after a warm-up call)
+                better of two passes after a warm-up call)
     dataloader  torch DataLoader(num_workers=N) over the same per-clip functions (how the
                 official CLAR code loads: workers start again every epoch), as it comes:
                 every worker keeps its thread pools
@@ -73,7 +73,7 @@ def run_floor(waves: np.ndarray, ids: np.ndarray, sequence: list[str], sample_ra
     augmenter = Augmenter(sequence, sample_rate=sample_rate)
     augmenter(waves[:1], ids[:1], epoch=0, view=0)  # first calls load and compile
     rates = []
-    for _ in range(3):
+    for _ in range(2):
         started = time.perf_counter()
         for i in range(len(waves)):
             for view in (0, 1):
@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(address="local", num_cpus=args.cpus + 1, include_dashboard=False,
              log_to_driver=False)
     # (clips, epochs) per set: the same clips and epochs for dataloader, dataloader1 and ray
-    runs = ({"cheap": (None, 3), "expensive": (384, 2)} if args.quick
-            else {"cheap": (None, 5), "expensive": (None, 2)})
+    runs = ({"cheap": (None, 3), "expensive": (768, 2)} if args.quick
+            else {"cheap": (None, 8), "expensive": (None, 2)})
     results: dict[str, dict[str, float]] = {}
     for name, sequence in SETS.items():
         clips, epochs = runs[name]
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         waves, ids = pcm_to_float(split["pcm"]), split["sample_id"]
         sr = manifest.sample_rate
         row = {"clips": float(len(ids)), "epochs": float(epochs)}
-        probe = 1024 if name == "cheap" else 96
+        probe = 1024 if name == "cheap" else 192
         row["floor"] = run_floor(waves[:probe], ids[:probe], sequence, sr)
         row["dataloader"], row["dataloader_steady"] = run_dataloader(
             waves, ids, sequence, sr, args.cpus, limit=False, epochs=epochs)

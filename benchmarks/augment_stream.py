@@ -170,8 +170,10 @@ def _prepare(fsdd: Path, cache: Path, clips: int | None) -> str:
         source = cache / f"fsdd-{clips}-source"
         (source / "recordings").mkdir(parents=True, exist_ok=True)
         recordings = sorted((fsdd / "recordings").glob("*.wav"))
-        train = [f for f in recordings if int(f.stem.rsplit("_", 1)[1]) > 4][:clips]
-        for wav in train + [f for f in recordings if f not in train][:8]:
+        takes = [int(f.stem.rsplit("_", 1)[1]) for f in recordings]  # takes 0-4 are test
+        train = [f for f, take in zip(recordings, takes) if take > 4][:clips]
+        test = [f for f, take in zip(recordings, takes) if take <= 4][:8]
+        for wav in train + test:
             link = source / "recordings" / wav.name
             if not link.exists():
                 link.symlink_to(wav.resolve())

@@ -248,10 +248,9 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
             raise RuntimeError(f"the stream ended after {seen // local_batch} of {steps} "
                                f"steps of epoch {epoch} on rank {rank}")
         elapsed = time.perf_counter() - started
-        batches = max(1, seen // local_batch)
         record: dict[str, Any] = {"epoch": epoch, "step": step}
         names = sorted(sums)
-        means = dist.all_reduce_mean(torch.tensor([sums[n] / batches for n in names],
+        means = dist.all_reduce_mean(torch.tensor([sums[n] / steps for n in names],
                                                   dtype=torch.float64, device=device))
         record.update({name: float(value) for name, value in zip(names, means.tolist())})
         record["lr"] = schedule.lr_at(step, base_lr=base_lr, warmup_steps=warmup_steps,

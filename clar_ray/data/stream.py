@@ -1,13 +1,12 @@
 """The training stream: Parquet shards → label-fraction mask → two augmented views, on Ray Data.
 
 One Ray Data execution serves the whole run, every epoch of it, so its augmentation actors start
-once and stay busy across epoch boundaries (a fresh execution per epoch cost 10-35 s of start-up
+once and stay busy across epoch boundaries (a fresh execution per epoch cost 9-36 s of start-up
 on 2 cores: file listing, new actor processes, imports):
 
-    from_items: one row per (epoch, shard file), files in a seeded order per epoch
-      → read_shards tasks: one file → its rows in a seeded order, in blocks of one actor batch,
-        each row tagged with its epoch
-      → AugmentViews actors (a fixed pool of CPU actors): pcm int16 (B, T) →
+    from_items: one row per (pass, shard file), files in a seeded order per pass
+      → AugmentViews actors (a fixed pool of CPU actors), one file per call: read it, put its
+        rows in a seeded order for the epoch, augment them B at a time: pcm int16 (B, T) →
         {view_a: float32 (B, T), view_b: float32 (B, T), label: int64 (B,), sample_id: int64 (B,),
          epoch: int64 (B,)}
       → Ray Train's streaming split: one shard per training worker
@@ -15,7 +14,9 @@ on 2 cores: file listing, new actor processes, imports):
 Views are a pure function of (seed, epoch, sample id, view index). The stream counts epochs
 from the first epoch it serves, which only the training loop knows when it resumes from a
 checkpoint: rank 0 writes it into a tiny named :class:`EpochClock` actor before the first
-batch is asked for, and the read tasks add it to their pass number.
+batch is asked for, and the actors add it to each file's pass number (0 for the first epoch).
+The order files are handed out in is seeded by the pass, not the epoch (the driver builds it
+before the clock is set); the order of rows and the views follow the epoch.
 
 Resource planning (:func:`plan_resources`) derives the number of augmentation actors from the
 cluster and fails at once, naming what is missing, when the plan cannot fit.
@@ -399,7 +400,8 @@ def build_train_stream(
     context = ray.data.DataContext.get_current()
     context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S  # type: ignore[assignment]
     context.enable_progress_bars = False
-    # Blocks of one augmented batch, handed on as soon as each is ready.
+    # Blocks of one augmented batch (two float32 views: 8 bytes a sample), handed on as soon
+    # as each is ready.
     batch = config.augment.actor_batch_size
     context.target_max_block_size = batch * 8 * manifest.clip_samples
     dataset = ray.data.from_items(items, override_num_blocks=len(items))

@@ -14,8 +14,15 @@ on FSDD clips (16 kHz, 1 s), measured in one run so that the ratios are fair on 
     gpu         the batched torch path on CUDA for the cheap set (only with a GPU)
 
 Each of dataloader, dataloader1 and ray runs the same epochs over the same clips, from a cold
-start: "total" is views over all the wall time, "steady" the rate over the second half of
-the batches.
+start: "start" is the seconds to the first batch, "total" is views over all the wall time,
+"steady" the rate over the second half of the batches. A training run pays the Ray stream's
+start once (one execution serves every epoch) and then runs at its steady rate.
+
+The floor and the DataLoaders run before Ray starts, so that Ray's own processes (its agents,
+and later its idle workers) take no CPU from them. Ray then runs one tiny dataset first: Ray
+Data starts its per-cluster actors (stats, autoscaling coordinator) on a cluster's first
+dataset and keeps them for the cluster's life, so a job on a running cluster never pays them;
+the Ray stream's start is its own (two actor processes, their imports, the first blocks).
 
 Usage:
     python benchmarks/augment_stream.py [--quick] [--cpus 2] [--json out.json]
@@ -44,8 +51,9 @@ def _views_per_s(views: int, seconds: float) -> float:
     return views / seconds if seconds > 0 else float("nan")
 
 
-def _timed(batches, count) -> tuple[float, float]:  # noqa: ANN001
-    """(views/s over the whole run, views/s over the second half of the batches).
+def _timed(batches, count) -> tuple[float, float, float]:  # noqa: ANN001
+    """(views/s over the whole run, views/s over the second half of the batches, seconds to
+    the first batch).
 
     The second half leaves out start-up (workers, actors, the first reads) and most of what a
     pipeline computed ahead before its first batch arrived, which "after the first batch"
@@ -59,10 +67,10 @@ def _timed(batches, count) -> tuple[float, float]:  # noqa: ANN001
         marks.append((time.perf_counter(), views))
     ended = time.perf_counter()
     if len(marks) < 2:
-        return _views_per_s(views, ended - started), float("nan")
+        return _views_per_s(views, ended - started), float("nan"), float("nan")
     (half_at, half_views), (last_at, last_views) = marks[len(marks) // 2 - 1], marks[-1]
-    return _views_per_s(views, ended - started), _views_per_s(last_views - half_views,
-                                                               last_at - half_at)
+    return (_views_per_s(views, ended - started),
+            _views_per_s(last_views - half_views, last_at - half_at), marks[0][0] - started)
 
 
 def run_floor(waves: np.ndarray, ids: np.ndarray, sequence: list[str], sample_rate: int) -> float:
@@ -110,7 +118,7 @@ def _one_thread(_worker: int) -> None:
 
 
 def run_dataloader(waves: np.ndarray, ids: np.ndarray, sequence: list[str], sample_rate: int,
-                   workers: int, limit: bool, epochs: int) -> tuple[float, float]:
+                   workers: int, limit: bool, epochs: int) -> tuple[float, float, float]:
     import torch
 
     loader = torch.utils.data.DataLoader(
@@ -121,7 +129,7 @@ def run_dataloader(waves: np.ndarray, ids: np.ndarray, sequence: list[str], samp
 
 
 def run_ray(data_dir: str, sequence: list[str], cpus: int, epochs: int,
-            actor_batch_size: int | None) -> tuple[float, float]:
+            actor_batch_size: int | None) -> tuple[float, float, float]:
     import ray
 
     from clar_ray.config import JobConfig
@@ -196,19 +204,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     import ray
+    import ray.data
 
     from clar_ray.data.manifest import Manifest, load_split
     from clar_ray.data.stream import pcm_to_float
 
-    ray.init(address="local", num_cpus=args.cpus + 1, include_dashboard=False,
-             log_to_driver=False)
     # (clips, epochs) per set: the same clips and epochs for dataloader, dataloader1 and ray
     runs = ({"cheap": (None, 3), "expensive": (768, 2)} if args.quick
             else {"cheap": (None, 8), "expensive": (None, 2)})
     results: dict[str, dict[str, float]] = {}
-    for name, sequence in SETS.items():
-        clips, epochs = runs[name]
-        data_dir = _prepare(Path(args.fsdd), Path(args.cache), clips)
+    data_dirs = {name: _prepare(Path(args.fsdd), Path(args.cache), runs[name][0])
+                 for name in SETS}
+    if ray.is_initialized():  # preparing started Ray
+        ray.shutdown()
+    for name, sequence in SETS.items():  # floor and DataLoaders first, with no Ray running
+        data_dir, epochs = data_dirs[name], runs[name][1]
         manifest = Manifest.read(data_dir)
         split = load_split(data_dir, "train", columns=["sample_id", "pcm"])
         waves, ids = pcm_to_float(split["pcm"]), split["sample_id"]
@@ -216,38 +226,44 @@ def main(argv: list[str] | None = None) -> int:
         row = {"clips": float(len(ids)), "epochs": float(epochs)}
         probe = 1024 if name == "cheap" else 192
         row["floor"] = run_floor(waves[:probe], ids[:probe], sequence, sr)
-        row["dataloader"], row["dataloader_steady"] = run_dataloader(
-            waves, ids, sequence, sr, args.cpus, limit=False, epochs=epochs)
-        row["dataloader1"], row["dataloader1_steady"] = run_dataloader(
-            waves, ids, sequence, sr, args.cpus, limit=True, epochs=epochs)
-        row["ray"], row["ray_steady"] = run_ray(data_dir, sequence, args.cpus, epochs,
-                                                args.actor_batch_size)
+        for key, limit in (("dataloader", False), ("dataloader1", True)):
+            row[key], row[f"{key}_steady"], row[f"{key}_start_s"] = run_dataloader(
+                waves, ids, sequence, sr, args.cpus, limit=limit, epochs=epochs)
         import torch
 
         if torch.cuda.is_available() and name == "cheap":
             row["gpu"] = run_gpu(waves, ids, sequence, sr)
+        results[name] = row
+
+    ray.init(address="local", num_cpus=args.cpus + 1, include_dashboard=False,
+             log_to_driver=False)
+    ray.data.range(8, override_num_blocks=2).map_batches(lambda batch: batch).take_all()
+    time.sleep(5.0)  # Ray's agents and the idle workers it starts after that warm-up settle
+    for name, sequence in SETS.items():
+        row = results[name]
+        row["ray"], row["ray_steady"], row["ray_start_s"] = run_ray(
+            data_dirs[name], sequence, args.cpus, int(row["epochs"]), args.actor_batch_size)
         best_dl = max(row["dataloader"], row["dataloader1"])
         best_dl_steady = max(row["dataloader_steady"], row["dataloader1_steady"])
         row["ray_vs_dataloader"] = row["ray"] / best_dl
         row["ray_vs_dataloader_steady"] = row["ray_steady"] / best_dl_steady
         row["ray_vs_ideal"] = row["ray"] / (row["floor"] * args.cpus)
         row["ray_vs_ideal_steady"] = row["ray_steady"] / (row["floor"] * args.cpus)
-        results[name] = row
     ray.shutdown()
     ideal = f"floor×{args.cpus}"
     print(f"\naugmented views/s, {args.cpus} CPUs ({'quick' if args.quick else 'full'} run); "
           f"total = all views over all the wall time (start-up included), steady = over the "
           f"second half of the batches; ray/dl against the faster dataloader")
-    print(f"{'set':<10} {'clips×ep':>9} {'floor':>7} {'dataloader':>15} {'dataloader1':>15} "
-          f"{'ray':>15} {'ray/dl':>11} {'ray/' + ideal:>11}")
-    print(f"{'':<10} {'':>9} {'':>7} {'total / steady':>15} {'total / steady':>15} "
-          f"{'total / steady':>15} {'tot / std':>11} {'tot / std':>11}")
+    print(f"{'set':<10} {'clips×ep':>9} {'floor':>7} {'dataloader':>21} {'dataloader1':>21} "
+          f"{'ray':>21} {'ray/dl':>11} {'ray/' + ideal:>11}")
+    print(f"{'':<10} {'':>9} {'':>7} {'total / steady, start':>21} {'total / steady, start':>21} "
+          f"{'total / steady, start':>21} {'tot / std':>11} {'tot / std':>11}")
     for name, row in results.items():
-        cells = [f"{row[k]:>6.0f} / {row[k + '_steady']:>6.0f}"
+        cells = [f"{row[k]:>5.0f} / {row[k + '_steady']:>5.0f}, {row[k + '_start_s']:>4.1f}s"
                  for k in ("dataloader", "dataloader1", "ray")]
         runs_cell = f"{int(row['clips'])}×{int(row['epochs'])}"
-        print(f"{name:<10} {runs_cell:>9} {row['floor']:>7.0f} {cells[0]:>15} {cells[1]:>15} "
-              f"{cells[2]:>15} {row['ray_vs_dataloader']:>5.2f} / "
+        print(f"{name:<10} {runs_cell:>9} {row['floor']:>7.0f} {cells[0]:>21} {cells[1]:>21} "
+              f"{cells[2]:>21} {row['ray_vs_dataloader']:>5.2f} / "
               f"{row['ray_vs_dataloader_steady']:<4.2f} {row['ray_vs_ideal']:>5.2f} / "
               f"{row['ray_vs_ideal_steady']:<4.2f}"
               + (f"  gpu {row['gpu']:.0f}" if "gpu" in row else ""))

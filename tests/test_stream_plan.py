@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -92,3 +95,16 @@ def test_prepared_shards_are_not_sorted_by_class(tmp_path) -> None:
     labels = load_split(out, "train", columns=["label"])["label"]
     changes = int((labels[1:] != labels[:-1]).sum())
     assert changes > len(labels) // 2, labels  # sorted by class would change 3 times
+
+
+def test_an_augmentation_process_keeps_to_one_thread() -> None:
+    # In a fresh interpreter: limit_threads changes process-wide pools (Arrow's, BLAS's).
+    code = ("import pyarrow\n"
+            "from clar_ray.data.stream import limit_threads\n"
+            "before = pyarrow.cpu_count()\n"
+            "limit_threads()\n"
+            "import os\n"
+            "print(before, pyarrow.cpu_count(), os.environ['OMP_NUM_THREADS'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[1:] == ["1", "1"], out

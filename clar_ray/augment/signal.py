@@ -389,31 +389,47 @@ def _as_batch(waves: np.ndarray) -> np.ndarray:
     return waves
 
 
+_LOG10_E = np.float32(1.0 / math.log(10.0))
+_HALF_PI = np.float32(math.pi / 2)
+
+
+def _fade_ramp(n: int) -> np.ndarray:
+    """float32 ``i / (n - 1)`` for i in [0, n): the ramp ``linspace(0, 1, n)`` of a fade."""
+    return np.arange(n, dtype=np.float32) / np.float32(max(n - 1, 1))
+
+
 def _fade_curve(shape: str, ramp: np.ndarray, fade_in: bool) -> np.ndarray:
-    """Gain of a fade curve at ramp positions in [0, 1] (the curves of torchaudio's Fade)."""
-    t = ramp
+    """Gain of a fade curve at ramp positions in [0, 1] (the curves of torchaudio's Fade).
+
+    float32 throughout, like the torch version in ``clar_ray.augment.batch``: the gains agree
+    with float64 to a few float32 ulps, at a third of the cost (the fade is the costliest
+    step of the cheap set). ``ramp`` is float32 and may be overwritten.
+    """
+    t = ramp if fade_in else np.subtract(np.float32(1.0), ramp, out=ramp)  # the mirrored ramp
     if shape == "linear":
-        gain = t if fade_in else 1.0 - t
-    elif shape == "exponential":
-        gain = 2.0 ** (t - 1.0) * t if fade_in else 2.0 ** (-t) * (1.0 - t)
-    elif shape == "logarithmic":
-        gain = np.log10(0.1 + t) + 1.0 if fade_in else np.log10(1.1 - t) + 1.0
-    elif shape == "quarter_sine":
-        gain = np.sin(t * np.pi / 2) if fade_in else np.sin(t * np.pi / 2 + np.pi / 2)
-    elif shape == "half_sine":
-        phase = t * np.pi - np.pi / 2 if fade_in else t * np.pi + np.pi / 2
-        gain = np.sin(phase) / 2 + 0.5
+        gain = t
+    elif shape == "exponential":  # 2**(t - 1) * t
+        gain = np.exp2(t - np.float32(1.0)) * t
+    elif shape == "logarithmic":  # log10(0.1 + t) + 1
+        gain = np.log(t + np.float32(0.1)) * _LOG10_E + np.float32(1.0)
+    elif shape == "quarter_sine":  # sin(t * pi / 2)
+        gain = np.sin(t * _HALF_PI)
+    elif shape == "half_sine":  # sin(t * pi - pi / 2) / 2 + 0.5
+        half = np.float32(0.5)
+        gain = np.sin((t - half) * np.float32(math.pi)) * half + half
     else:
         raise ValueError(f"unknown fade shape {shape!r}; allowed: {list(FADE_SHAPES)}")
-    return np.clip(gain, 0.0, 1.0)
+    return np.minimum(np.maximum(gain, np.float32(0.0), out=gain), np.float32(1.0), out=gain)
 
 
 def apply_fade(waves: np.ndarray, draws: Draws, sample_rate: int) -> np.ndarray:
     """Fade in and out: (B, T) → (B, T).
 
     The fade-in of length L multiplies the first L samples by the row's curve at
-    ``linspace(0, 1, L)``, the fade-out the last L samples (torchaudio's ``Fade``). Rows are
-    processed one by one: only the faded samples are touched, which beats (B, T) array ops.
+    ``linspace(0, 1, L)``, the fade-out the last L samples (torchaudio's ``Fade``); each
+    fade-out curve is its fade-in curve mirrored (``curve_out(t) == curve_in(1 - t)`` for every
+    shape). Rows are processed one by one: only the faded samples are touched, which beats
+    (B, T) array ops.
     """
     waves = _as_batch(waves)
     out = waves.copy()
@@ -422,10 +438,9 @@ def apply_fade(waves: np.ndarray, draws: Draws, sample_rate: int) -> np.ndarray:
         shape = FADE_SHAPES[int(draws["shape"][row])]
         fade_in, fade_out = int(draws["fade_in_samples"][row]), int(draws["fade_out_samples"][row])
         if fade_in:
-            out[row, :fade_in] *= _fade_curve(shape, np.linspace(0.0, 1.0, fade_in), True)
+            out[row, :fade_in] *= _fade_curve(shape, _fade_ramp(fade_in), True)
         if fade_out:
-            out[row, n_samples - fade_out:] *= _fade_curve(shape, np.linspace(0.0, 1.0, fade_out),
-                                                           False)
+            out[row, n_samples - fade_out:] *= _fade_curve(shape, _fade_ramp(fade_out), False)
     return out
 
 

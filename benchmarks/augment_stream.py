@@ -18,14 +18,16 @@ start: "start" is the seconds to the first batch, "total" is views over all the 
 "steady" the rate over the second half of the batches. A training run pays the Ray stream's
 start once (one execution serves every epoch) and then runs at its steady rate.
 
-The floor and the DataLoaders run before Ray starts, so that Ray's own processes (its agents,
-and later its idle workers) take no CPU from them. Ray then runs one tiny dataset first: Ray
-Data starts its per-cluster actors (stats, autoscaling coordinator) on a cluster's first
-dataset and keeps them for the cluster's life, so a job on a running cluster never pays them;
-the Ray stream's start is its own (two actor processes, their imports, the first blocks).
+Ray starts first and runs one tiny dataset: Ray Data starts its per-cluster actors (stats,
+autoscaling coordinator) on a cluster's first dataset and keeps them for the cluster's life, so
+a job on a running cluster never pays them; the Ray stream's start is its own (two actor
+processes, their imports, the first blocks). Then, per set and round, floor, dataloader,
+dataloader1 and ray run one after the other; the ratios are taken within each round (this
+machine's speed drifts by tens of percent over minutes) and the table shows the median of
+each number over the rounds (--rounds; 3 for the full run, 1 for --quick).
 
 Usage:
-    python benchmarks/augment_stream.py [--quick] [--cpus 2] [--json out.json]
+    python benchmarks/augment_stream.py [--quick] [--rounds N] [--cpus 2] [--json out.json]
 
 It needs ../shared/data/fsdd (or --fsdd PATH) and prepares it, and the subsets it uses, once
 into --cache.
@@ -196,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fsdd", default=str(ROOT.parent / "shared" / "data" / "fsdd"))
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "clar-ray-bench"))
     parser.add_argument("--json", default=None, help="write the numbers here too")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds of every pipeline (default: 3, or 1 with --quick)")
     parser.add_argument("--actor-batch-size", type=int, default=None,
                         help="rows per augmentation-actor batch (default: the job default)")
     args = parser.parse_args(argv)
@@ -212,46 +216,46 @@ def main(argv: list[str] | None = None) -> int:
     # (clips, epochs) per set: the same clips and epochs for dataloader, dataloader1 and ray
     runs = ({"cheap": (None, 3), "expensive": (768, 2)} if args.quick
             else {"cheap": (None, 8), "expensive": (None, 2)})
-    results: dict[str, dict[str, float]] = {}
+    rounds = args.rounds or (1 if args.quick else 3)
+    ray.init(address="local", num_cpus=args.cpus + 1, include_dashboard=False,
+             log_to_driver=False)
     data_dirs = {name: _prepare(Path(args.fsdd), Path(args.cache), runs[name][0])
                  for name in SETS}
-    if ray.is_initialized():  # preparing started Ray
-        ray.shutdown()
-    for name, sequence in SETS.items():  # floor and DataLoaders first, with no Ray running
+    ray.data.range(8, override_num_blocks=2).map_batches(lambda batch: batch).take_all()
+    time.sleep(5.0)  # Ray's agents and the idle workers it starts after that warm-up settle
+    results: dict[str, dict[str, float]] = {}
+    per_round: dict[str, list[dict[str, float]]] = {}
+    for name, sequence in SETS.items():
         data_dir, epochs = data_dirs[name], runs[name][1]
         manifest = Manifest.read(data_dir)
         split = load_split(data_dir, "train", columns=["sample_id", "pcm"])
         waves, ids = pcm_to_float(split["pcm"]), split["sample_id"]
         sr = manifest.sample_rate
-        row = {"clips": float(len(ids)), "epochs": float(epochs)}
         probe = 1024 if name == "cheap" else 192
-        row["floor"] = run_floor(waves[:probe], ids[:probe], sequence, sr)
-        for key, limit in (("dataloader", False), ("dataloader1", True)):
-            row[key], row[f"{key}_steady"], row[f"{key}_start_s"] = run_dataloader(
-                waves, ids, sequence, sr, args.cpus, limit=limit, epochs=epochs)
+        per_round[name] = []
+        for _ in range(rounds):
+            row = {"floor": run_floor(waves[:probe], ids[:probe], sequence, sr)}
+            for key, limit in (("dataloader", False), ("dataloader1", True)):
+                row[key], row[f"{key}_steady"], row[f"{key}_start_s"] = run_dataloader(
+                    waves, ids, sequence, sr, args.cpus, limit=limit, epochs=epochs)
+            row["ray"], row["ray_steady"], row["ray_start_s"] = run_ray(
+                data_dir, sequence, args.cpus, epochs, args.actor_batch_size)
+            for suffix in ("", "_steady"):
+                best_dl = max(row["dataloader" + suffix], row["dataloader1" + suffix])
+                row["ray_vs_dataloader" + suffix] = row["ray" + suffix] / best_dl
+                row["ray_vs_ideal" + suffix] = row["ray" + suffix] / (row["floor"] * args.cpus)
+            per_round[name].append(row)
+        results[name] = {"clips": float(len(ids)), "epochs": float(epochs),
+                         **{key: float(np.median([row[key] for row in per_round[name]]))
+                            for key in per_round[name][0]}}
         import torch
 
         if torch.cuda.is_available() and name == "cheap":
-            row["gpu"] = run_gpu(waves, ids, sequence, sr)
-        results[name] = row
-
-    ray.init(address="local", num_cpus=args.cpus + 1, include_dashboard=False,
-             log_to_driver=False)
-    ray.data.range(8, override_num_blocks=2).map_batches(lambda batch: batch).take_all()
-    time.sleep(5.0)  # Ray's agents and the idle workers it starts after that warm-up settle
-    for name, sequence in SETS.items():
-        row = results[name]
-        row["ray"], row["ray_steady"], row["ray_start_s"] = run_ray(
-            data_dirs[name], sequence, args.cpus, int(row["epochs"]), args.actor_batch_size)
-        best_dl = max(row["dataloader"], row["dataloader1"])
-        best_dl_steady = max(row["dataloader_steady"], row["dataloader1_steady"])
-        row["ray_vs_dataloader"] = row["ray"] / best_dl
-        row["ray_vs_dataloader_steady"] = row["ray_steady"] / best_dl_steady
-        row["ray_vs_ideal"] = row["ray"] / (row["floor"] * args.cpus)
-        row["ray_vs_ideal_steady"] = row["ray_steady"] / (row["floor"] * args.cpus)
+            results[name]["gpu"] = run_gpu(waves, ids, sequence, sr)
     ray.shutdown()
     ideal = f"floor×{args.cpus}"
-    print(f"\naugmented views/s, {args.cpus} CPUs ({'quick' if args.quick else 'full'} run); "
+    print(f"\naugmented views/s, {args.cpus} CPUs ({'quick' if args.quick else 'full'} run, "
+          f"median of {rounds} round(s)); "
           f"total = all views over all the wall time (start-up included), steady = over the "
           f"second half of the batches; ray/dl against the faster dataloader")
     print(f"{'set':<10} {'clips×ep':>9} {'floor':>7} {'dataloader':>21} {'dataloader1':>21} "
@@ -267,9 +271,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['ray_vs_dataloader_steady']:<4.2f} {row['ray_vs_ideal']:>5.2f} / "
               f"{row['ray_vs_ideal_steady']:<4.2f}"
               + (f"  gpu {row['gpu']:.0f}" if "gpu" in row else ""))
+    if rounds > 1:
+        for name, rows in per_round.items():
+            print(f"{name} per round: ray/dl total " + ", ".join(
+                f"{row['ray_vs_dataloader']:.2f}" for row in rows) + "; steady " + ", ".join(
+                f"{row['ray_vs_dataloader_steady']:.2f}" for row in rows) + "; ray/" + ideal
+                + " steady " + ", ".join(f"{row['ray_vs_ideal_steady']:.2f}" for row in rows))
     if args.json:
-        Path(args.json).write_text(json.dumps({"cpus": args.cpus, "quick": args.quick,
-                                               "results": results}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(
+            {"cpus": args.cpus, "quick": args.quick, "rounds": rounds, "results": results,
+             "per_round": per_round}, indent=2) + "\n")
     return 0
 
 

@@ -84,7 +84,7 @@ def seed_sequence_words(entropy: Sequence[Word], n_words: int) -> list[Word]:
     return words
 
 
-def pcg64_states(entropy: Sequence[np.ndarray]) -> Iterator[dict]:
+def pcg64_states(entropy: Sequence[Word]) -> Iterator[dict]:
     """The ``bit_generator.state`` of ``PCG64(SeedSequence(entropy))`` for each row.
 
     Args:

@@ -2,7 +2,7 @@
 
 Legend: B clips per batch, T samples, D features.
 
-    read_parquet(shards of the chosen splits)          sample_id, pcm int16 (B, T), label, split
+    read_parquet(shards of the chosen splits)          sample_id, pcm (B,) bytes, label, split
       → map_batches(EmbedActor, ActorPoolStrategy)     one frozen encoder per actor (GPU if any)
       → Parquet                                        sample_id, label, split, embedding (D,)
 
@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from torch import nn
 
 from clar_ray import artifacts, storage
-from clar_ray.data.manifest import Manifest
+from clar_ray.data.manifest import Manifest, pcm_from_values
 from clar_ray.evaluate import check_compatible, default_device, extract_features, feature_size
 
 __all__ = ["EMBED_COLUMNS", "EmbedActor", "embed_run", "embedding_schema"]
@@ -61,7 +61,8 @@ class EmbedActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         """Embed one batch (inputs are read-only views; nothing is modified)."""
-        feats = extract_features(self.extractor, batch["pcm"], batch_size=len(batch["pcm"]),
+        pcm = pcm_from_values(batch["pcm"])  # (B, T) int16
+        feats = extract_features(self.extractor, pcm, batch_size=len(pcm),
                                  device=self.device)  # (B, D)
         embedding = pa.FixedSizeListArray.from_arrays(pa.array(feats.reshape(-1)),
                                                       feats.shape[1])

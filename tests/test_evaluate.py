@@ -16,7 +16,7 @@ from torch import nn
 from clar_ray import artifacts
 from clar_ray.augment import Augmenter
 from clar_ray.config import JobConfig, dump_job
-from clar_ray.data.manifest import Manifest, SplitInfo, load_split, row_schema
+from clar_ray.data.manifest import Manifest, SplitInfo, load_split, pcm_to_arrow, row_schema
 from clar_ray.evaluate import (
     Probe,
     evaluate_run,
@@ -58,7 +58,7 @@ def write_dataset(root: Path, rows: dict[str, int], *, seed: int = 0, shards: in
         for part, idx in enumerate(np.array_split(np.arange(n), shards)):
             table = pa.Table.from_arrays([
                 pa.array(ids[idx]),
-                pa.FixedShapeTensorArray.from_numpy_ndarray(pcm[idx]),
+                pcm_to_arrow(pcm[idx]),
                 pa.array(labels[idx]),
                 pa.array([split] * len(idx)),
                 pa.array([f"{split}/{i}.wav" for i in ids[idx]]),

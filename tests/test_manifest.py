@@ -17,6 +17,9 @@ from clar_ray.data.manifest import (
     ManifestError,
     SplitInfo,
     load_split,
+    pcm_from_arrow,
+    pcm_from_values,
+    pcm_to_arrow,
     row_schema,
     sample_id_for,
 )
@@ -49,7 +52,7 @@ def _write_shard(path: Path, rows: list[tuple[str, int, str]]) -> None:
     table = pa.Table.from_arrays(
         [
             pa.array([sample_id_for(p) for p, _, _ in rows], pa.int64()),
-            pa.FixedShapeTensorArray.from_numpy_ndarray(pcm),
+            pcm_to_arrow(pcm),
             pa.array([lab for _, lab, _ in rows], pa.int64()),
             pa.array([s for _, _, s in rows], pa.string()),
             pa.array([p for p, _, _ in rows], pa.string()),
@@ -81,7 +84,7 @@ def test_sample_id_is_stable_non_negative_below_2_62_and_path_sensitive():
 def test_row_schema_columns_and_types():
     schema = row_schema(T)
     assert tuple(schema.names) == ROW_COLUMNS
-    assert schema.field("pcm").type == pa.fixed_shape_tensor(pa.int16(), [T])
+    assert schema.field("pcm").type == pa.binary(2 * T)
     assert schema.field("sample_id").type == pa.int64()
     with pytest.raises(ValueError, match="clip_samples"):
         row_schema(0)
@@ -195,3 +198,43 @@ def test_load_split_accepts_list_storage_of_other_writers(tmp_path: Path):
     _manifest(splits={"train": SplitInfo(1, ("train/a.parquet",), {"cat": 1})}).write(str(tmp_path))
     d = load_split(str(tmp_path), "train", columns=["pcm"])
     np.testing.assert_array_equal(d["pcm"], [[1, 2, 3, 4, 5, 6, 7, 8]])
+
+
+def test_pcm_column_round_trips_through_parquet_slices_and_chunks(tmp_path: Path):
+    pcm = np.random.default_rng(0).integers(-2**15, 2**15, (7, T)).astype(np.int16)
+    pcm[0, :2] = [-32768, 32767]
+    column = pcm_to_arrow(pcm)
+    assert column.type == pa.binary(2 * T)
+    np.testing.assert_array_equal(pcm_from_arrow(column, T), pcm)
+    np.testing.assert_array_equal(pcm_from_arrow(column.slice(2, 3)), pcm[2:5])
+    chunked = pa.chunked_array([column.slice(0, 4), column.slice(4)])
+    np.testing.assert_array_equal(pcm_from_arrow(chunked), pcm)
+    pq.write_table(pa.table({"pcm": column}), tmp_path / "x.parquet")
+    back = pq.read_table(tmp_path / "x.parquet")["pcm"]
+    np.testing.assert_array_equal(pcm_from_arrow(back, T), pcm)
+    # Ray Data's numpy batches hold the bytes as an object array.
+    values = np.asarray(back.to_pylist(), dtype=object)
+    np.testing.assert_array_equal(pcm_from_values(values, T), pcm)
+    assert pcm_from_values(values[:0], T).shape == (0, T)
+    with pytest.raises(ManifestError, match=f"{T} samples per clip; expected clip_samples=9"):
+        pcm_from_arrow(column, 9)
+    with pytest.raises(ManifestError, match="clips of"):
+        pcm_from_values(np.asarray([b"\x00\x00", b"\x00"], dtype=object))
+
+
+def test_version_1_shards_with_tensor_pcm_still_read(tmp_path: Path):
+    pcm = np.arange(3 * T, dtype=np.int16).reshape(3, T)
+    rows = [("c1.wav", 0, "train"), ("c2.wav", 0, "train"), ("d1.wav", 1, "train")]
+    table = pa.table({
+        "sample_id": pa.array([sample_id_for(p) for p, _, _ in rows], pa.int64()),
+        "pcm": pa.FixedShapeTensorArray.from_numpy_ndarray(pcm),
+        "label": pa.array([lab for _, lab, _ in rows], pa.int64()),
+        "split": pa.array(["train"] * 3), "path": pa.array([p for p, _, _ in rows])})
+    (tmp_path / "train").mkdir()
+    pq.write_table(table, tmp_path / "train/a.parquet")
+    _write_shard(tmp_path / "test/b.parquet", [("e1.wav", 2, "test")])
+    _manifest(format_version=1).write(str(tmp_path))
+    manifest = Manifest.read(str(tmp_path))
+    assert manifest.format_version == 1
+    assert manifest.to_dict()["schema"]["pcm"] == f"int16[{T}]"
+    np.testing.assert_array_equal(load_split(str(tmp_path), "train")["pcm"], pcm)

@@ -17,7 +17,7 @@ import ray
 import soundfile as sf
 
 from clar_ray.data import recipes
-from clar_ray.data.manifest import Manifest, load_split, sample_id_for
+from clar_ray.data.manifest import Manifest, load_split, pcm_from_values, sample_id_for
 from clar_ray.data.prepare import PrepareError, format_summary, prepare_dataset
 
 SR = 16000
@@ -199,7 +199,7 @@ def test_synthetic_end_to_end_stable_ids_and_ray_reads_int16(tmp_path: Path):
     first = load_split(out, "train")
     assert first["sample_id"].tolist() == [sample_id_for(p) for p in first["path"]]
     assert set(first["split"]) == {"train"}
-    # Ray Data reads the pcm column back as an int16 (B, T) ndarray.
+    # Ray Data reads the pcm column back as bytes per clip, which pcm_from_values decodes.
     batch = next(
         iter(
             ray.data.read_parquet(m.shard_paths(out, "train")).iter_batches(
@@ -207,7 +207,11 @@ def test_synthetic_end_to_end_stable_ids_and_ray_reads_int16(tmp_path: Path):
             )
         )
     )
-    assert batch["pcm"].dtype == np.int16 and batch["pcm"].shape == (8, SR)
+    pcm = pcm_from_values(batch["pcm"], SR)
+    assert pcm.dtype == np.int16 and pcm.shape == (8, SR)
+    by_id = dict(zip(first["sample_id"], first["pcm"]))
+    for sample_id, clip in zip(batch["sample_id"], pcm):
+        np.testing.assert_array_equal(clip, by_id[sample_id])
     # Re-running refuses, then with overwrite=True gives identical rows (stable ids, same audio).
     with pytest.raises(FileExistsError, match="overwrite=True"):
         prepare_dataset("synthetic", out, options=opts, progress=False)

@@ -41,6 +41,7 @@ from clar_ray.data.manifest import (
     Manifest,
     ManifestError,
     SplitInfo,
+    pcm_to_arrow,
     row_schema,
     sample_id_for,
 )
@@ -150,7 +151,7 @@ def decode_rows(
     if not keep:
         return schema.empty_table()
     take = pa.array(keep, type=pa.int64())
-    pcm_array = pa.FixedShapeTensorArray.from_numpy_ndarray(np.stack(clips))  # (N, T) int16
+    pcm_array = pcm_to_arrow(np.stack(clips))  # (N, T) int16 as 2T bytes a row
     return pa.Table.from_arrays(
         [
             batch.column("sample_id").take(take).cast(pa.int64()),

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from clar_ray.config import JobConfig
-from clar_ray.data.manifest import Manifest, load_split
+from clar_ray.data.manifest import Manifest, load_split, pcm_from_arrow
 from clar_ray.storage import resolve_filesystem
 
 #: Logical CPUs a plan leaves free beside its workers and actors. The stream starts no tasks
@@ -337,7 +337,7 @@ class AugmentViews:
                                epoch=epoch, salt=1 + int(index))
             for start in range(0, table.num_rows, self.batch_size):
                 part = table.slice(start, self.batch_size)
-                yield self.augment(part.column("pcm").combine_chunks().to_numpy_ndarray(),
+                yield self.augment(pcm_from_arrow(part.column("pcm")),
                                    part.column("sample_id").to_numpy(),
                                    part.column("label").to_numpy(), epoch)
 

@@ -11,6 +11,10 @@ on FSDD clips (16 kHz, 1 s), measured in one run so that the ratios are fair on 
     dataloader1 the same with each worker held to one thread (OMP/BLAS/numba/torch)
     ray         the clar-ray training stream (Parquet → AugmentViews actors, N actors × 1 CPU),
                 one execution for all the epochs, as training runs it
+    actor       the stream's actor code alone, in this process on one core: read the shards,
+                augment 128-row batches, convert them to Ray Data blocks (one pass over the
+                clips after a warm-up pass); ray / (actor × N) is what the stream's transport
+                and Ray's own processes leave of N cores
     gpu         the batched torch path on CUDA for the cheap set (only with a GPU)
 
 Each of dataloader, dataloader1 and ray runs the same epochs over the same clips, from a cold
@@ -149,6 +153,33 @@ def run_ray(data_dir: str, sequence: list[str], cpus: int, epochs: int,
                   lambda batch: 2 * len(batch["sample_id"]))
 
 
+def run_actor(data_dir: str, sequence: list[str], actor_batch_size: int | None) -> float:
+    import pyarrow.fs
+    from ray.data.block import BlockAccessor
+
+    from clar_ray.config import JobConfig
+    from clar_ray.data.manifest import Manifest
+    from clar_ray.data.stream import AugmentViews
+
+    manifest = Manifest.read(data_dir)
+    files = manifest.shard_paths(data_dir, "train")
+    actor = AugmentViews(
+        sequence=sequence, sample_rate=manifest.sample_rate, preset="paper", params={}, seed=0,
+        labelled=np.zeros(0, np.int64), filesystem=pyarrow.fs.LocalFileSystem(),
+        batch_size=actor_batch_size or JobConfig().augment.actor_batch_size, run_id=None,
+        epoch=0)
+    items = {"path": np.array(files), "file": np.arange(len(files)),
+             "pass": np.zeros(len(files), np.int64)}
+    rates = []
+    for _ in range(2):  # a warm-up pass, then the measured one
+        started, views = time.perf_counter(), 0
+        for batch in actor(items):
+            BlockAccessor.batch_to_block(batch)
+            views += 2 * len(batch["sample_id"])
+        rates.append(_views_per_s(views, time.perf_counter() - started))
+    return rates[-1]
+
+
 def run_gpu(waves: np.ndarray, ids: np.ndarray, sequence: list[str], sample_rate: int) -> float:
     import torch
 
@@ -234,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         probe = 1024 if name == "cheap" else 192
         per_round[name] = []
         for _ in range(rounds):
-            row = {"floor": run_floor(waves[:probe], ids[:probe], sequence, sr)}
+            row = {"floor": run_floor(waves[:probe], ids[:probe], sequence, sr),
+                   "actor": run_actor(data_dir, sequence, args.actor_batch_size)}
             for key, limit in (("dataloader", False), ("dataloader1", True)):
                 row[key], row[f"{key}_steady"], row[f"{key}_start_s"] = run_dataloader(
                     waves, ids, sequence, sr, args.cpus, limit=limit, epochs=epochs)
@@ -244,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 best_dl = max(row["dataloader" + suffix], row["dataloader1" + suffix])
                 row["ray_vs_dataloader" + suffix] = row["ray" + suffix] / best_dl
                 row["ray_vs_ideal" + suffix] = row["ray" + suffix] / (row["floor"] * args.cpus)
+            row["ray_vs_actors_steady"] = row["ray_steady"] / (row["actor"] * args.cpus)
             per_round[name].append(row)
         results[name] = {"clips": float(len(ids)), "epochs": float(epochs),
                          **{key: float(np.median([row[key] for row in per_round[name]]))
@@ -270,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{cells[2]:>21} {row['ray_vs_dataloader']:>5.2f} / "
               f"{row['ray_vs_dataloader_steady']:<4.2f} {row['ray_vs_ideal']:>5.2f} / "
               f"{row['ray_vs_ideal_steady']:<4.2f}"
+              + f"  actor {row['actor']:.0f}, ray/(actor×{args.cpus}) steady "
+              f"{row['ray_vs_actors_steady']:.2f}"
               + (f"  gpu {row['gpu']:.0f}" if "gpu" in row else ""))
     if rounds > 1:
         for name, rows in per_round.items():

@@ -35,10 +35,7 @@ def test_seed_sequence_needs_a_full_pool() -> None:
 def test_batched_generator_states_are_those_of_step_rng(seed: int, epoch: int, view: int,
                                                         step: int) -> None:
     ids = np.array([0, 1, 5, 2**32 - 1, 2**32, 2**63 - 1, 123456789], np.int64)
-    entropy: list = compose.seed_entropy(seed, epoch, 0, view) + [step]
-    entropy[4] = (ids.astype(np.uint64) & np.uint64(2**32 - 1)).astype(np.uint32)
-    entropy[5] = (ids.astype(np.uint64) >> np.uint64(32)).astype(np.uint32)
-    states = list(seeding.pcg64_states(entropy))
+    states = list(seeding.pcg64_states(compose.batch_entropy(seed, epoch, ids, view, step)))
     assert len(states) == len(ids)
     for sample_id, state in zip(ids, states):
         expected = compose.step_rng(seed, epoch, int(sample_id), view, step)

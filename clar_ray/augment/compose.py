@@ -89,6 +89,22 @@ def step_rng(seed: int, epoch: int, sample_id: int, view: int, step: int) -> np.
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(words, spawn_key=(step,))))
 
 
+def batch_entropy(seed: int, epoch: int, sample_ids: np.ndarray, view: int,
+                  step: int) -> list[Any]:
+    """The assembled ``SeedSequence`` entropy of :func:`step_rng` for a batch of ids.
+
+    Returns:
+        Nine words: :func:`seed_entropy`'s eight (the ids' two as (B,) uint32 arrays, the rest
+        ints shared by the batch), then the spawn key ``step``; the input of
+        :func:`clar_ray.augment.seeding.pcg64_states`.
+    """
+    ids = np.asarray(sample_ids, dtype=np.uint64)
+    entropy: list[Any] = seed_entropy(seed, epoch, 0, view) + [step]
+    entropy[4] = (ids & np.uint64(_WORD - 1)).astype(np.uint32)  # the ids' low words
+    entropy[5] = (ids >> np.uint64(32)).astype(np.uint32)  # and high words
+    return entropy
+
+
 def split_for_device(sequence: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Split a sequence into a CPU prefix and a device suffix, order preserved.
 
@@ -150,13 +166,9 @@ def draw_step(
                       sample_rate, params)
             for sample_id in sample_ids
         ])
-    ids = np.asarray(sample_ids, dtype=np.uint64)
-    entropy: list[Any] = seed_entropy(seed, epoch, 0, view) + [step]  # run words, spawn key
-    entropy[4] = (ids & np.uint64(_WORD - 1)).astype(np.uint32)  # the ids' two words
-    entropy[5] = (ids >> np.uint64(32)).astype(np.uint32)
     rng = np.random.Generator(np.random.PCG64(0))
     draws = []
-    for state in pcg64_states(entropy):
+    for state in pcg64_states(batch_entropy(seed, epoch, sample_ids, view, step)):
         rng.bit_generator.state = state
         draws.append(spec.draw(rng, n_samples, sample_rate, params))
     return stack_draws(draws)

@@ -119,6 +119,15 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 }
 
 
+def _check_format_version(version: object) -> None:
+    if version not in READABLE_FORMAT_VERSIONS:
+        raise ManifestError(
+            f"manifest format_version {version!r} is not supported "
+            f"(this clar-ray reads versions {list(READABLE_FORMAT_VERSIONS)}); "
+            f"re-run `clar-ray prepare`"
+        )
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What ``prepare_dataset`` wrote: audio format, labels, splits and what was skipped and why.
@@ -172,12 +181,7 @@ class Manifest:
         Raises:
             ManifestError: naming the field and the bad value.
         """
-        if self.format_version not in READABLE_FORMAT_VERSIONS:
-            raise ManifestError(
-                f"manifest format_version {self.format_version!r} is not supported "
-                f"(this clar-ray reads versions {list(READABLE_FORMAT_VERSIONS)}); "
-                f"re-run `clar-ray prepare`"
-            )
+        _check_format_version(self.format_version)
         if self.sample_rate <= 0:
             raise ManifestError(f"manifest sample_rate must be > 0, got {self.sample_rate}")
         if self.clip_samples <= 0:
@@ -273,12 +277,8 @@ class Manifest:
         """
         if not isinstance(d, Mapping):
             raise ManifestError(f"manifest must be a JSON object, got {type(d).__name__}")
-        if "format_version" in d and d["format_version"] not in READABLE_FORMAT_VERSIONS:
-            raise ManifestError(
-                f"manifest format_version {d['format_version']!r} is not supported "
-                f"(this clar-ray reads versions {list(READABLE_FORMAT_VERSIONS)}); "
-                f"re-run `clar-ray prepare`"
-            )
+        if "format_version" in d:
+            _check_format_version(d["format_version"])
         missing = [k for k in _REQUIRED if k not in d]
         if missing:
             raise ManifestError(f"manifest is missing keys {missing}")

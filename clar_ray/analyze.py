@@ -560,9 +560,14 @@ def _curves(writer: _Writer, records: list[TrialRecord], leaves: Sequence[str]) 
                                f"{MAX_CURVES} curves per panel or panels.")
         return
     png = writer.write("curves.png", curves_png(panels))
+    figures = [f"![curves]({png})"]
+    if len(panels) > 1:  # one figure per panel too, e.g. per label fraction as in Figure 5
+        for title, lines in panels:
+            one = writer.write(f"curves_{_slug(title)}.png", curves_png([(title, lines)]))
+            figures.append(f"![{title}]({one})")
     writer.sections.append(
         "## Accuracy against epoch (Figure 5)\n\nLinear top-1 of the probe during training "
-        f"(probe epochs of metrics.jsonl; repeats averaged).\n\n![curves]({png})")
+        "(probe epochs of metrics.jsonl; repeats averaged).\n\n" + "\n".join(figures))
 
 
 def _link(out: str, path: str) -> str:

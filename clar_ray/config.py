@@ -25,7 +25,22 @@ import yaml
 FrontendName = Literal["raw", "tf3"]
 EncoderName = Literal["resnet18_1d", "resnet18_2d"]
 ObjectiveName = Literal["supervised", "simclr", "supcon", "clar", "acl", "slicer"]
-OptimizerName = Literal["lars", "sgd", "adamw"]
+OptimizerName = Literal["lars", "lars_adam", "sgd", "adamw"]
+HeadStyle = Literal["code", "paper"]
+#: Each LARS variant's own trust coefficient (``optim.trust_coefficient`` left empty).
+DEFAULT_TRUST: dict[str, float] = {"lars": 0.001, "lars_adam": 0.02}
+AngularInput = Literal["encoder", "head"]
+
+#: Objectives whose training reads no label (the probe after training reads them all).
+LABEL_FREE_OBJECTIVES = ("simclr", "acl", "slicer")
+
+#: Each objective's own temperature, from its paper or released code, used when
+#: ``objective.temperature`` is left empty: NT-Xent 0.5 (SimCLR's and CLAR's code), SupCon 0.1
+#: (Khosla et al. 2020, Sec. 4), ACL 0.2 (its released self-supervised runs), SLICER 0.07 (its
+#: instance-level loss). Objectives without a contrastive term have none.
+DEFAULT_TEMPERATURES: dict[str, float] = {
+    "simclr": 0.5, "clar": 0.5, "supcon": 0.1, "acl": 0.2, "slicer": 0.07,
+}
 Precision = Literal["auto", "bf16", "fp32"]
 
 #: Augmentation names a job may use in ``augment.sequence`` (checked against the registry too).
@@ -60,6 +75,9 @@ class DataConfig:
         label_fraction: Fraction of training rows that keep their label (class-stratified);
             the rest stay in the stream with label -1.
         shuffle_buffer: Rows in each training worker's local shuffle buffer.
+        ordered: Deliver the stream's batches in the order of its input (Ray Data's
+            ``preserve_order``), so that a seeded run on the same cluster shape repeats to the
+            bit; off, batches come as the actors finish them (the order varies between runs).
     """
 
     path: str = ""
@@ -67,6 +85,7 @@ class DataConfig:
     eval_split: str = "test"
     label_fraction: float = 1.0
     shuffle_buffer: int = 512
+    ordered: bool = True
 
     def __post_init__(self) -> None:
         _check(0.0 < self.label_fraction <= 1.0, "data.label_fraction",
@@ -83,8 +102,10 @@ class AugmentConfig:
         sequence: Ordered augmentation names (see ``clar_ray.augment.AUGMENTATIONS``).
         preset: ``paper`` (the paper's ranges) or ``clar-code`` (the official code's behaviour).
         params: Per-augmentation parameter overrides, e.g. ``{"pitch_shift": {"p": 0.5}}``.
-        on_device: Run the longest tail of the sequence that has a batched torch version on the
-            training device instead of the CPU actors.
+        on_device: Which augmentations run on the training device instead of the CPU actors
+            (``clar_ray.augment.placement``): false none, true the longest tail with a batched
+            torch version (every augmentation has one), ``auto`` by cost (on a GPU, from the
+            first pitch shift or time stretch on; without a GPU, none).
         actors: CPU augmentation actors; 0 derives the number from the cluster.
         cpus_per_actor: Logical CPUs each augmentation actor reserves.
         actor_batch_size: Rows per batch handed to an augmentation actor. Each call costs a
@@ -97,7 +118,7 @@ class AugmentConfig:
     sequence: tuple[str, ...] = ("fade", "time_mask")
     preset: Literal["paper", "clar-code"] = "paper"
     params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    on_device: bool = False
+    on_device: bool | Literal["auto"] = False
     actors: int = 0
     cpus_per_actor: float = 1.0
     actor_batch_size: int = 128
@@ -128,6 +149,9 @@ class ModelConfig:
         width: Channels of the first ResNet stage; 64 is the paper's ResNet18.
         hidden_dim: Hidden size of the projection head.
         projection_dim: Output size of the contrastive projection.
+        head: ``code`` (the authors' released heads: batch norm after every hidden layer, the
+            class layer on batch-normed z without a bias) or ``paper`` (the paper's text:
+            fully connected layers with ReLU between them). See ``clar_ray.models.heads``.
     """
 
     frontend: FrontendName = "tf3"
@@ -136,6 +160,7 @@ class ModelConfig:
     width: int = 64
     hidden_dim: int = 512
     projection_dim: int = 128
+    head: HeadStyle = "code"
 
     def __post_init__(self) -> None:
         _check(self.width > 0, "model.width", f"must be > 0, got {self.width}")
@@ -153,10 +178,15 @@ class ObjectiveConfig:
 
     Attributes:
         name: ``supervised``, ``simclr``, ``supcon``, ``clar``, ``acl`` or ``slicer``.
-        temperature: Contrastive temperature (the paper's NT-Xent uses 0.5).
-        ce_weight: Weight of the cross-entropy term of ``clar``.
+        temperature: Contrastive temperature; empty (null) takes the objective's own from
+            :data:`DEFAULT_TEMPERATURES` (CLAR's NT-Xent: 0.5).
+        ce_weight: Weight of CLAR's cross-entropy term, which is the released code's sum of the
+            two views' cross-entropies (each a mean over the labelled rows of the global batch);
+            0.5 gives the mean over both views.
         acl_alpha: ACL's weight of NT-Xent against the angular-margin term.
         acl_margin: ACL's angular margin, in radians.
+        acl_angular_input: Where ACL's angular term reads: ``encoder`` (its authors' code: the
+            encoder's features, NT-Xent on the head's output) or ``head`` (both on the head).
         slicer_clusters: SLICER's number of clusters K.
         slicer_cluster_temperature: Temperature of SLICER's cluster-level loss.
         slicer_momentum: EMA momentum of SLICER's teacher.
@@ -164,18 +194,19 @@ class ObjectiveConfig:
     """
 
     name: ObjectiveName = "clar"
-    temperature: float = 0.5
+    temperature: float | None = None
     ce_weight: float = 1.0
     acl_alpha: float = 0.3
     acl_margin: float = 0.5
+    acl_angular_input: AngularInput = "encoder"
     slicer_clusters: int = 32
     slicer_cluster_temperature: float = 1.0
     slicer_momentum: float = 0.99
     kmix: bool = True
 
     def __post_init__(self) -> None:
-        _check(self.temperature > 0, "objective.temperature",
-               f"must be > 0, got {self.temperature}")
+        _check(self.temperature is None or self.temperature > 0, "objective.temperature",
+               f"must be > 0 (or empty for the objective's own), got {self.temperature}")
         _check(self.ce_weight >= 0, "objective.ce_weight", f"must be >= 0, got {self.ce_weight}")
         _check(0.0 <= self.acl_alpha <= 1.0, "objective.acl_alpha",
                f"must be in [0, 1], got {self.acl_alpha}")
@@ -187,19 +218,30 @@ class ObjectiveConfig:
         _check(0.0 <= self.slicer_momentum < 1.0, "objective.slicer_momentum",
                f"must be in [0, 1), got {self.slicer_momentum}")
 
+    @property
+    def tau(self) -> float:
+        """The contrastive temperature in force: the job's, else the objective's own."""
+        if self.temperature is not None:
+            return self.temperature
+        return DEFAULT_TEMPERATURES.get(self.name, 0.5)
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
     """Optimiser and learning-rate schedule.
 
     Attributes:
-        name: ``lars`` (the paper's), ``sgd`` or ``adamw``.
+        name: ``lars`` (the paper's text: LARS over momentum SGD), ``lars_adam`` (the authors'
+            released code: Adam whose gradients are first scaled by the LARS trust ratio of
+            Lightning Bolts' ``LARSWrapper``, see :mod:`clar_ray.optim.lars_adam`), ``sgd``
+            or ``adamw``.
         lr: Learning rate at ``reference_batch``; scaled linearly with the global batch.
         reference_batch: Batch size at which ``lr`` applies (paper: 1.0 at 1024).
         momentum: Momentum of LARS and SGD.
         weight_decay: Weight decay (biases and normalisation excluded).
         warmup_epochs: Linear warmup length before the per-step cosine decay.
-        trust_coefficient: LARS trust coefficient.
+        trust_coefficient: The LARS trust coefficient; empty (null) takes the optimiser's own
+            (:data:`DEFAULT_TRUST`: 0.001 for ``lars``, the wrapper's 0.02 for ``lars_adam``).
     """
 
     name: OptimizerName = "lars"
@@ -208,7 +250,7 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_epochs: float = 10.0
-    trust_coefficient: float = 0.001
+    trust_coefficient: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
@@ -220,8 +262,15 @@ class OptimConfig:
                f"must be >= 0, got {self.weight_decay}")
         _check(self.warmup_epochs >= 0, "optim.warmup_epochs",
                f"must be >= 0, got {self.warmup_epochs}")
-        _check(self.trust_coefficient > 0, "optim.trust_coefficient",
-               f"must be > 0, got {self.trust_coefficient}")
+        _check(self.trust_coefficient is None or self.trust_coefficient > 0,
+               "optim.trust_coefficient", f"must be > 0 (or empty), got {self.trust_coefficient}")
+
+    @property
+    def trust(self) -> float:
+        """The trust coefficient in force: the job's, else the optimiser's own."""
+        if self.trust_coefficient is not None:
+            return self.trust_coefficient
+        return DEFAULT_TRUST.get(self.name, 0.001)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,7 +287,10 @@ class TrainConfig:
         precision: ``auto`` (bf16 autocast on GPU, fp32 on CPU), ``bf16`` or ``fp32``.
         sync_batchnorm: Synchronise batch norm across workers (GPU only; the paper's global BN).
         checkpoint_every: Report a checkpoint every N epochs (the last epoch always has one).
-        max_failures: Restarts after a worker or node failure, from the last checkpoint.
+        max_failures: Restarts after a worker or node failure, from the last checkpoint
+            (-1: unlimited). The default 3 survives transient failures (a lost node, a failed
+            health check under load) without looping forever on a bug; announced spot
+            preemptions are counted apart by Ray and retried without limit.
         log_every_steps: TensorBoard scalars every N steps.
         node_labels: Node labels the training workers must land on (Ray label selector).
         wait_for_resources_s: On an autoscaling cluster, ask the autoscaler for the plan's
@@ -255,7 +307,7 @@ class TrainConfig:
     precision: Precision = "auto"
     sync_batchnorm: bool = True
     checkpoint_every: int = 1
-    max_failures: int = 0
+    max_failures: int = 3
     log_every_steps: int = 10
     node_labels: dict[str, str] = dataclasses.field(default_factory=dict)
     wait_for_resources_s: float = 0.0
@@ -387,6 +439,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         key_tp, val_tp = get_args(tp)
         return {_coerce(k, key_tp, key): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
     if tp is Any:
+        return value
+    if tp is type(None):
+        _check(value is None, key, f"expected null, got {value!r}")
         return value
     if tp is bool:
         _check(isinstance(value, bool), key, f"expected true or false, got {value!r}")

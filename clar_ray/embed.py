@@ -9,10 +9,16 @@ Legend: B clips per batch, T samples, D features.
 ``out`` ending in ``.parquet`` is one file, written on the driver as the batches stream in;
 any other ``out`` is a folder of shards written by Ray Data in parallel. ``embedding`` is a
 ``fixed_size_list<float32>[D]``, which pyarrow, pandas and Ray Data all read back.
+
+Nothing that clar-ray did not write is ever replaced: an existing file is replaced only with
+``overwrite`` and only if its schema metadata says clar-ray wrote it; a folder must be new or
+empty, or (with ``overwrite``) hold :data:`FOLDER_MARKER`, and then only the shards that marker
+lists are removed.
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
 from typing import Any
 
@@ -29,6 +35,10 @@ from clar_ray.evaluate import check_compatible, default_device, extract_features
 __all__ = ["EMBED_COLUMNS", "EmbedActor", "embed_run", "embedding_schema"]
 
 EMBED_COLUMNS = ("sample_id", "label", "split", "embedding")
+#: Schema metadata of every embedding file clar-ray writes.
+METADATA = {b"written_by": b"clar-ray embed"}
+#: The file that marks a folder of embedding shards (JSON: the shards clar-ray wrote).
+FOLDER_MARKER = ".clar-ray-embeddings"
 
 
 def embedding_schema(num_features: int) -> pa.Schema:
@@ -40,7 +50,7 @@ def embedding_schema(num_features: int) -> pa.Schema:
         pa.field("label", pa.int64(), nullable=False),
         pa.field("split", pa.string(), nullable=False),
         pa.field("embedding", pa.list_(pa.float32(), num_features), nullable=False),
-    ])
+    ], metadata=METADATA)
 
 
 class EmbedActor:
@@ -86,8 +96,59 @@ def _actor_plan(actors: int | None) -> tuple[int, float, float]:
     return actors or max(1, min(8, cpus // 2)), 1.0, 0.0
 
 
+def check_output(out: str, *, overwrite: bool = False) -> None:
+    """Refuse an ``out`` whose writing would replace anything clar-ray did not write.
+
+    Raises:
+        FileExistsError: naming ``out`` and what to do instead.
+    """
+    fs, inner = storage.resolve_filesystem(out)
+    info = fs.get_file_info(inner)
+    if info.type == pafs.FileType.NotFound:
+        return
+    if out.endswith(".parquet"):
+        if info.type != pafs.FileType.File:
+            raise FileExistsError(f"--out {out} exists and is not a file: choose another --out")
+        if not overwrite:
+            raise FileExistsError(f"--out {out} exists: pass --overwrite to replace it (only "
+                                  f"embeddings clar-ray wrote are replaced)")
+        try:
+            metadata = pq.read_schema(inner, filesystem=fs).metadata or {}
+        except (OSError, ValueError):
+            metadata = {}
+        if metadata.get(b"written_by") != METADATA[b"written_by"]:
+            raise FileExistsError(f"--out {out} was not written by clar-ray embed: it is kept; "
+                                  f"choose another --out")
+        return
+    if info.type != pafs.FileType.Directory:
+        raise FileExistsError(f"--out {out} is a file; a folder of shards needs a new or empty "
+                              f"folder (or end --out in .parquet for one file)")
+    names = {i.base_name for i in fs.get_file_info(pafs.FileSelector(inner))}
+    if not names:
+        return
+    if FOLDER_MARKER not in names:
+        raise FileExistsError(f"--out {out} is a folder that holds other files: choose a new or "
+                              f"empty folder (clar-ray never deletes what it did not write)")
+    if not overwrite:
+        raise FileExistsError(f"--out {out} holds embeddings: pass --overwrite to replace them")
+
+
+def _clear_folder(out: str) -> None:
+    """Remove the shards a previous ``embed`` listed in the folder's marker, then the marker."""
+    fs, inner = storage.resolve_filesystem(out)
+    marker = storage.join_uri(out, FOLDER_MARKER)
+    if not storage.exists(marker):
+        return
+    for name in storage.read_json(marker)["files"]:
+        path = posixpath.join(inner, name)
+        if fs.get_file_info(path).type == pafs.FileType.File:
+            fs.delete_file(path)
+    fs.delete_file(posixpath.join(inner, FOLDER_MARKER))
+
+
 def embed_run(run_dir: str, data: str, out: str, *, split: str | None = None,
-              batch_size: int = 256, actors: int | None = None) -> int:
+              batch_size: int = 256, actors: int | None = None,
+              overwrite: bool = False) -> int:
     """Write one embedding row per clip of ``data`` with a run's frozen encoder.
 
     Uses the running Ray session, or starts a local one for the call. Each actor takes one
@@ -101,12 +162,14 @@ def embed_run(run_dir: str, data: str, out: str, *, split: str | None = None,
         split: Only this split (default: every split of the dataset).
         batch_size: Clips per inference batch.
         actors: Inference actors (default: one per GPU, or half the CPUs up to 8).
+        overwrite: Replace embeddings that clar-ray wrote at ``out`` (never anything else).
 
     Returns:
         The number of rows written (the clips of the chosen splits, each once).
 
     Raises:
         ValueError: ``data`` does not match the encoder's audio format, or a bad argument.
+        FileExistsError: ``out`` exists and may not be replaced (:func:`check_output`).
         KeyError: ``split`` is not in the dataset.
         RuntimeError: The rows written differ from the clips in the manifest.
     """
@@ -117,6 +180,7 @@ def embed_run(run_dir: str, data: str, out: str, *, split: str | None = None,
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if actors is not None and actors < 1:
         raise ValueError(f"actors must be >= 1, got {actors}")
+    check_output(out, overwrite=overwrite)
     extractor, info = artifacts.load_encoder(run_dir)
     manifest = Manifest.read(data)
     check_compatible(manifest, info, data)
@@ -125,9 +189,13 @@ def embed_run(run_dir: str, data: str, out: str, *, split: str | None = None,
     fs, _root = storage.resolve_filesystem(data)
     files = [storage.resolve_filesystem(path)[1]
              for name in splits for path in manifest.shard_paths(data, name)]
+    from clar_ray import console
+
     own_session = not ray.is_initialized()
-    if own_session:
-        ray.init(include_dashboard=False)
+    if own_session:  # RAY_ADDRESS, else a new local Ray (never another user's local cluster)
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
+                 **console.ray_init_kwargs())
+        console.quiet_data_context()
     try:
         size, cpus, gpus = _actor_plan(actors)
         dataset = ray.data.read_parquet(files, filesystem=fs).select_columns(
@@ -161,19 +229,39 @@ def _write_file(dataset: Any, out: str, schema: pa.Schema) -> int:
     if parent:
         fs.create_dir(parent, recursive=True)
     rows = 0
-    with pq.ParquetWriter(inner, schema, filesystem=fs) as writer:
-        for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            writer.write_table(table.cast(schema))
-            rows += table.num_rows
+    try:
+        with pq.ParquetWriter(inner, schema, filesystem=fs) as writer:
+            for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+                writer.write_table(table.cast(schema))
+                rows += table.num_rows
+    except BaseException:  # no half-written file that a re-run would have to --overwrite
+        if fs.get_file_info(inner).type == pafs.FileType.File:
+            fs.delete_file(inner)
+        raise
     return rows
 
 
 def _write_folder(dataset: Any, out: str) -> int:
-    """Write a folder of Parquet shards with Ray Data; returns the rows written."""
+    """Write a folder of Parquet shards with Ray Data (new files only); returns the rows."""
     import ray.data
 
+    _clear_folder(out)
     fs, inner = storage.resolve_filesystem(out)
-    dataset.write_parquet(inner, filesystem=fs, mode=ray.data.SaveMode.OVERWRITE)
-    written = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
-    return sum(pq.read_metadata(info.path, filesystem=fs).num_rows
-               for info in written if info.path.endswith(".parquet"))
+    fs.create_dir(inner, recursive=True)
+    before = {i.base_name for i in fs.get_file_info(pafs.FileSelector(inner))}
+
+    def new_shards() -> list[pafs.FileInfo]:
+        return [i for i in fs.get_file_info(pafs.FileSelector(inner))
+                if i.base_name not in before and i.base_name.endswith(".parquet")]
+
+    try:
+        dataset.write_parquet(inner, filesystem=fs, mode=ray.data.SaveMode.APPEND)
+    except BaseException:  # remove the shards of a failed write, nothing else
+        for info in new_shards():
+            fs.delete_file(info.path)
+        raise
+    written = new_shards()
+    storage.write_json(storage.join_uri(out, FOLDER_MARKER),
+                       {"written_by": "clar-ray embed",
+                        "files": sorted(i.base_name for i in written)})
+    return sum(pq.read_metadata(info.path, filesystem=fs).num_rows for info in written)

@@ -16,6 +16,7 @@ Data lives in :mod:`clar_ray.embed`.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import tempfile
 import time
@@ -44,6 +45,7 @@ __all__ = [
     "knn_accuracy",
     "linear_probe",
     "load_run_job",
+    "result_from_training",
 ]
 
 #: Temperature of the kNN vote weights ``exp(cos / t)`` (Wu et al. 2018; DINO, solo-learn).
@@ -411,7 +413,8 @@ def evaluate_run(run_dir: str, data: str | None = None) -> dict[str, Any]:
         What ``result.json`` holds: ``linear_top1``, ``knn_top1`` (fractions), ``data``,
         ``train_split``, ``eval_split``, ``epoch`` (epochs the encoder trained),
         ``label_fraction`` (what training saw; the probe uses every label), ``objective``,
-        ``train_rows``, ``test_rows``, ``knn_k`` and ``num_features``.
+        ``train_rows``, ``test_rows``, ``knn_k``, ``num_features``, ``seconds`` and
+        ``source`` (``"evaluate"``; ``"training"`` when :func:`result_from_training` wrote it).
 
     Raises:
         FileNotFoundError: No run or no trained encoder in ``run_dir``.
@@ -425,24 +428,62 @@ def evaluate_run(run_dir: str, data: str | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     probe = Probe(job, device=device, data=path)
     scores = probe.score(*probe.features(extractor))
+    return _write_result(run_dir, job, scores, data=path, epoch=int(info["epoch"]),
+                         rows=(probe.train_rows, probe.test_rows),
+                         num_features=feature_size(extractor),
+                         seconds=time.perf_counter() - started, source="evaluate")
+
+
+def result_from_training(run_dir: str) -> dict[str, Any] | None:
+    """Write ``result.json`` from the probe training ran on its last epoch, if it ran one.
+
+    Training probes the final encoder on its own data at its last epoch (``eval.every_epochs``
+    > 0), on the training device; probing it again would give the same numbers. Returns what
+    :func:`evaluate_run` returns, or None when the last epoch was not probed.
+    """
+    path = artifacts.run_file(run_dir, artifacts.METRICS_FILE)
+    if not storage.exists(path):
+        return None
+    lines = [line for line in storage.read_text(path).splitlines() if line.strip()]
+    last = json.loads(lines[-1]) if lines else {}
+    if "linear_top1" not in last or "knn_top1" not in last:
+        return None
+    job = load_run_job(run_dir)
+    extractor, info = artifacts.load_encoder(run_dir)
+    if int(last["epoch"]) + 1 != int(info["epoch"]):
+        return None
+    manifest = Manifest.read(job.data.path)
+    rows = (manifest.split(job.data.train_split).rows, manifest.split(job.data.eval_split).rows)
+    return _write_result(run_dir, job, last, data=job.data.path, epoch=int(info["epoch"]),
+                         rows=rows, num_features=feature_size(extractor),
+                         seconds=float(last.get("probe_seconds", 0.0)), source="training")
+
+
+def _write_result(run_dir: str, job: JobConfig, scores: dict[str, Any], *, data: str,
+                  epoch: int, rows: tuple[int, int], num_features: int, seconds: float,
+                  source: str) -> dict[str, Any]:
+    """Write ``result.json`` and the ``eval/*`` scalars (at the last epoch's index)."""
     result: dict[str, Any] = {
-        "linear_top1": scores["linear_top1"],
-        "knn_top1": scores["knn_top1"],
-        "data": path,
+        "linear_top1": float(scores["linear_top1"]),
+        "knn_top1": float(scores["knn_top1"]),
+        "data": data,
         "train_split": job.data.train_split,
         "eval_split": job.data.eval_split,
-        "epoch": int(info["epoch"]),
+        "epoch": epoch,
         "label_fraction": job.data.label_fraction,
         "objective": job.objective.name,
-        "train_rows": probe.train_rows,
-        "test_rows": probe.test_rows,
+        "train_rows": rows[0],
+        "test_rows": rows[1],
         "knn_k": job.eval.knn_k,
-        "num_features": feature_size(extractor),
-        "seconds": round(time.perf_counter() - started, 3),
+        "num_features": num_features,
+        "seconds": round(seconds, 3),
+        "source": source,  # "training" (its last epoch's probe) or "evaluate"
     }
     storage.write_json(artifacts.run_file(run_dir, artifacts.RESULT_FILE), result)
+    # TensorBoard's x axis of epoch/* is the epoch index: the encoder of `epoch` trained
+    # epochs is the one at index epoch - 1.
     _log_scalars(run_dir, {"eval/linear_top1": result["linear_top1"],
-                           "eval/knn_top1": result["knn_top1"]}, step=result["epoch"])
+                           "eval/knn_top1": result["knn_top1"]}, step=max(epoch - 1, 0))
     return result
 
 

@@ -10,10 +10,14 @@ Every method maps frontend features of the two views to ``(loss, metrics)``:
 | supervised | 3 FC layers → classes                | cross-entropy on labelled rows of both views |
 | simclr     | 3 FC layers → 128                    | NT-Xent over the global batch                |
 | supcon     | 3 FC layers → 128                    | SupCon (labels; unlabelled rows: own view)   |
-| clar       | FC → FC → 128 (z) → classes (logits) | NT-Xent on z + CE on labelled rows           |
-| acl        | 3 FC layers → 128                    | angular contrastive loss                     |
+| clar       | FC → FC → 128 (z) → classes (logits) | NT-Xent on z + CE(view a) + CE(view b)       |
+| acl        | 3 FC layers → 128                    | NT-Xent on the head + angular margin on the  |
+|            |                                      | encoder's features (or the head's)           |
 | slicer     | student + EMA teacher, instance and  | symmetric instance + cluster contrastive,    |
 |            | cluster heads                        | k-mix on the student's input                 |
+
+Heads are the released code's (batch norm) or the paper text's, by ``model.head``; the
+temperature is the job's or the objective's own (``ObjectiveConfig.tau``).
 
 Letters: B clips, C channels, F frequency bins, T frames or samples, D features, K clusters.
 """
@@ -25,7 +29,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from clar_ray import objectives
 from clar_ray.config import ModelConfig, ObjectiveConfig
@@ -60,51 +63,74 @@ class Method(nn.Module):
 
 
 class Supervised(Method):
-    """Cross-entropy on the labelled rows of both (augmented) views."""
+    """Cross-entropy on the labelled rows of both (augmented) views, a global-batch mean."""
 
-    def __init__(self, encoder: ResNet18, model: ModelConfig, num_classes: int) -> None:
+    def __init__(self, encoder: ResNet18, model: ModelConfig, objective: ObjectiveConfig,
+                 num_classes: int) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = ProjectionHead(encoder.num_features, model.hidden_dim, num_classes)
+        self.head = ProjectionHead(encoder.num_features, model.hidden_dim, num_classes,
+                                   style=model.head)
 
     def forward(self, x_a: Tensor, x_b: Tensor, ids: Tensor, labels: Tensor
                 ) -> tuple[Tensor, Metrics]:
-        """Return the mean cross-entropy (zero, with a gradient, when no row is labelled)."""
+        """Return the cross-entropy (zero, with a gradient, when no row is labelled)."""
         logits = self.head(self.encoder(torch.cat([x_a, x_b])))  # (2B, classes)
         both = torch.cat([labels, labels])
-        mask = both >= 0
-        if bool(mask.any()):
-            loss = F.cross_entropy(logits[mask].float(), both[mask])
-        else:
-            loss = logits.sum() * 0.0
+        loss = objectives.labelled_cross_entropy(logits.float(), both)
         return loss, {"ce": loss.detach(), "acc": _labelled_accuracy(logits.detach(), both)}
 
 
 class Contrastive(Method):
-    """SimCLR, SupCon and ACL: one projection head and a contrastive loss on the global batch."""
+    """One projection head and a contrastive loss on the global batch (SimCLR, SupCon, ACL)."""
 
-    def __init__(self, encoder: ResNet18, model: ModelConfig, objective: ObjectiveConfig
-                 ) -> None:
+    def __init__(self, encoder: ResNet18, model: ModelConfig, objective: ObjectiveConfig,
+                 num_classes: int) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = ProjectionHead(encoder.num_features, model.hidden_dim, model.projection_dim)
+        self.head = ProjectionHead(encoder.num_features, model.hidden_dim, model.projection_dim,
+                                   style=model.head)
         self.objective = objective
 
     def forward(self, x_a: Tensor, x_b: Tensor, ids: Tensor, labels: Tensor
                 ) -> tuple[Tensor, Metrics]:
         """Return the contrastive loss of the 2B views."""
-        z = self.head(self.encoder(torch.cat([x_a, x_b]))).float()  # (2B, D)
-        both_ids = torch.cat([ids, ids])
+        h = self.encoder(torch.cat([x_a, x_b]))  # (2B, D)
+        z = self.head(h).float()  # (2B, P)
+        loss = self.loss(h, z, torch.cat([ids, ids]), torch.cat([labels, labels]))
+        return loss, {self.objective.name: loss.detach()}
+
+    def loss(self, h: Tensor, z: Tensor, ids: Tensor, labels: Tensor
+             ) -> Tensor:  # pragma: no cover - abstract
+        """The loss of encoder features ``h``, projections ``z``, ids and labels (views stacked)."""
+        raise NotImplementedError
+
+
+class SimCLR(Contrastive):
+    """NT-Xent: the two views of a clip are positives, every other view a negative."""
+
+    def loss(self, h: Tensor, z: Tensor, ids: Tensor, labels: Tensor) -> Tensor:
+        """NT-Xent of the projections."""
+        return objectives.nt_xent(z, ids, self.objective.tau)
+
+
+class SupCon(Contrastive):
+    """Supervised contrastive: same-class views are positives (unlabelled rows: own view)."""
+
+    def loss(self, h: Tensor, z: Tensor, ids: Tensor, labels: Tensor) -> Tensor:
+        """SupCon of the projections."""
+        return objectives.supcon(z, labels, self.objective.tau, ids=ids)
+
+
+class ACL(Contrastive):
+    """Angular contrastive loss: NT-Xent on the head, the angular margin where configured."""
+
+    def loss(self, h: Tensor, z: Tensor, ids: Tensor, labels: Tensor) -> Tensor:
+        """ACL; the angular term reads the encoder's features unless ``acl_angular_input=head``."""
         cfg = self.objective
-        if cfg.name == "simclr":
-            loss = objectives.nt_xent(z, both_ids, cfg.temperature)
-        elif cfg.name == "supcon":
-            loss = objectives.supcon(z, torch.cat([labels, labels]), cfg.temperature,
-                                     ids=both_ids)
-        else:
-            loss = objectives.angular_contrastive_loss(
-                z, both_ids, cfg.temperature, margin=cfg.acl_margin, alpha=cfg.acl_alpha)
-        return loss, {cfg.name: loss.detach()}
+        angular_on = h.float() if cfg.acl_angular_input == "encoder" else None
+        return objectives.angular_contrastive_loss(
+            z, ids, cfg.tau, margin=cfg.acl_margin, alpha=cfg.acl_alpha, z_angular=angular_on)
 
 
 class Clar(Method):
@@ -115,17 +141,17 @@ class Clar(Method):
         super().__init__()
         self.encoder = encoder
         self.head = ClarHead(encoder.num_features, model.hidden_dim, model.projection_dim,
-                             num_classes)
+                             num_classes, style=model.head)
         self.objective = objective
 
     def forward(self, x_a: Tensor, x_b: Tensor, ids: Tensor, labels: Tensor
                 ) -> tuple[Tensor, Metrics]:
-        """Return NT-Xent + ce_weight × cross-entropy on the labelled rows."""
+        """Return NT-Xent + ce_weight × (CE of view a + CE of view b) on the labelled rows."""
         z, logits = self.head(self.encoder(torch.cat([x_a, x_b])))
         both = torch.cat([labels, labels])
         loss, parts = objectives.clar_loss(
             z.float(), torch.cat([ids, ids]), logits.float(), both,
-            self.objective.temperature, ce_weight=self.objective.ce_weight)
+            self.objective.tau, ce_weight=self.objective.ce_weight)
         metrics = {name: value.detach() for name, value in parts.items()}
         metrics["acc"] = _labelled_accuracy(logits.detach(), both)
         return loss, metrics
@@ -134,11 +160,12 @@ class Clar(Method):
 class Slicer(Method):
     """SLICER: a student and its EMA teacher, instance- and cluster-level contrastive losses."""
 
-    def __init__(self, encoder: ResNet18, model: ModelConfig, objective: ObjectiveConfig
-                 ) -> None:
+    def __init__(self, encoder: ResNet18, model: ModelConfig, objective: ObjectiveConfig,
+                 num_classes: int) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = ProjectionHead(encoder.num_features, model.hidden_dim, model.projection_dim)
+        self.head = ProjectionHead(encoder.num_features, model.hidden_dim, model.projection_dim,
+                                   style=model.head)
         self.cluster = ClusterHead(encoder.num_features, model.hidden_dim,
                                    objective.slicer_clusters)
         self.teacher = nn.ModuleDict({"encoder": copy.deepcopy(encoder),
@@ -164,7 +191,7 @@ class Slicer(Method):
             self.teacher.eval()
             z_t = self.teacher["head"](self.teacher["encoder"](torch.cat([x_a, x_b]))).float()
         loss, parts = objectives.slicer_loss(
-            z_s, z_t, c_s, None, cfg.temperature, cfg.slicer_cluster_temperature)
+            z_s, z_t, c_s, None, cfg.tau, cfg.slicer_cluster_temperature)
         return loss, {name: value.detach() for name, value in parts.items()}
 
     def _kmix(self, x: Tensor) -> Tensor:
@@ -193,31 +220,25 @@ class Slicer(Method):
         objectives.ema_update(self.teacher, self._student(), self.objective.slicer_momentum)
 
 
-def build_method(model: ModelConfig, objective: ObjectiveConfig, *, in_channels: int,
-                 num_classes: int) -> Method:
-    """Build the trainable module of a job's objective."""
-    encoder = build_encoder(model.encoder, in_channels=in_channels, width=model.width)
-    name = objective.name
-    if name == "supervised":
-        return Supervised(encoder, model, num_classes)
-    if name in ("simclr", "supcon", "acl"):
-        return Contrastive(encoder, model, objective)
-    if name == "clar":
-        return Clar(encoder, model, objective, num_classes)
-    if name == "slicer":
-        return Slicer(encoder, model, objective)
-    raise ValueError(f"objective.name must be one of {', '.join(METHODS)}, got {name!r}")
-
-
-#: The objectives a job may name, and the class that trains each.
+#: The objectives a job may name, and the class that trains each (the one list of them).
 METHODS: dict[str, type[Method]] = {
     "supervised": Supervised,
-    "simclr": Contrastive,
-    "supcon": Contrastive,
+    "simclr": SimCLR,
+    "supcon": SupCon,
     "clar": Clar,
-    "acl": Contrastive,
+    "acl": ACL,
     "slicer": Slicer,
 }
+
+
+def build_method(model: ModelConfig, objective: ObjectiveConfig, *, in_channels: int,
+                 num_classes: int) -> Method:
+    """Build the trainable module of a job's objective (a lookup in :data:`METHODS`)."""
+    if objective.name not in METHODS:
+        raise ValueError(f"objective.name must be one of {', '.join(METHODS)}, "
+                         f"got {objective.name!r}")
+    encoder = build_encoder(model.encoder, in_channels=in_channels, width=model.width)
+    return METHODS[objective.name](encoder, model, objective, num_classes)
 
 
 def unwrap(module: Any) -> Any:

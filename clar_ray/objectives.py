@@ -30,7 +30,6 @@ from torch.nn.parallel import DistributedDataParallel
 from clar_ray import dist
 
 __all__ = [
-    "OBJECTIVES",
     "angular_contrastive_loss",
     "clar_loss",
     "cluster_contrastive_loss",
@@ -42,9 +41,6 @@ __all__ = [
     "supcon",
     "view_pair_ids",
 ]
-
-#: Objective names the training loop understands (the lead wires each to its function).
-OBJECTIVES: tuple[str, ...] = ("supervised", "simclr", "supcon", "clar", "acl", "slicer")
 
 _MASKED = torch.finfo(torch.float32).min  # logit of excluded (self) pairs; finite, so 0*x == 0
 _ACOS_EPS = 1e-6  # keeps arccos and its gradient finite at cos = +-1
@@ -286,17 +282,19 @@ def clar_loss(
     temperature: float = 0.5,
     ce_weight: float = 1.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """CLAR: NT-Xent on all rows plus cross-entropy on the labelled rows.
+    """CLAR: NT-Xent on all rows plus cross-entropy on the labelled rows of each view.
 
     Al-Tahan & Mohsenzadeh 2021, "CLAR: Contrastive Learning of Auditory Representations"
-    (AISTATS), Sec. 3: ``L = L_NT-Xent + L_CE`` on partly labelled batches (here the CE term
-    is weighted by ``ce_weight`` and averaged over the labelled rows of the global batch).
+    (AISTATS), Sec. 3: ``L = L_NT-Xent + L_CE`` on partly labelled batches. As in the authors'
+    released code (``semi_supervised.py``), ``L_CE = CE(view a) + CE(view b)``: each view's
+    cross-entropy is a mean over the labelled rows of the global batch, and the two are summed
+    (twice the mean over both views). ``ce_weight`` multiplies that sum.
 
     Args:
-        z: ``(2N, D)`` projection-head embeddings of both views.
+        z: ``(2N, D)`` projection-head embeddings of both views (views stacked).
         ids: ``(2N,)`` sample ids, as for :func:`nt_xent`.
-        logits: ``(M, C)`` classifier outputs (usually M = 2N).
-        labels: ``(M,)`` labels in ``[0, C)``, -1 for unlabelled rows.
+        logits: ``(2N, C)`` classifier outputs of both views (views stacked).
+        labels: ``(2N,)`` labels in ``[0, C)``, -1 for unlabelled rows.
         temperature: NT-Xent temperature.
         ce_weight: Weight of the cross-entropy term (>= 0).
 
@@ -306,8 +304,12 @@ def clar_loss(
     """
     if not ce_weight >= 0:
         raise ValueError(f"ce_weight must be >= 0, got {ce_weight}")
+    _check_rows("logits", logits, 2, z.shape[0])
+    if logits.shape[0] % 2:
+        raise ValueError(f"logits must stack two views (an even row count), got {logits.shape[0]}")
     contrastive = nt_xent(z, ids, temperature)
-    ce = labelled_cross_entropy(logits, labels)
+    ce = sum((labelled_cross_entropy(view_logits, view_labels) for view_logits, view_labels
+              in zip(logits.chunk(2), labels.chunk(2))), torch.zeros((), device=logits.device))
     total = contrastive + ce_weight * ce
     return total, {"nt_xent": contrastive.detach(), "cross_entropy": ce.detach()}
 
@@ -318,6 +320,7 @@ def angular_contrastive_loss(
     temperature: float = 0.2,
     margin: float = 0.5,
     alpha: float = 0.3,
+    z_angular: Tensor | None = None,
 ) -> Tensor:
     """Angular Contrastive Loss (ACL): ``alpha * L_CL + (1 - alpha) * L_AM``.
 
@@ -332,6 +335,9 @@ def angular_contrastive_loss(
     alpha 0.3 at T = 0.2 (the released self-supervised runs' best setting, 77.1% on
     FSDnoisy18k).
 
+    Its authors' code computes ``L_CL`` on the projection head's output and ``L_AM`` on the
+    encoder's features: pass those as ``z_angular``; without it both terms read ``z``.
+
     Args:
         z: ``(2N, D)`` embeddings.
         ids: ``(2N,)`` sample ids (or class labels for the supervised variant); equal ids are
@@ -339,6 +345,7 @@ def angular_contrastive_loss(
         temperature: NT-Xent temperature T > 0.
         margin: Angular margin m_g in radians, >= 0.
         alpha: Weight in [0, 1] of the contrastive term (1 = plain NT-Xent).
+        z_angular: ``(2N, E)`` rows the angular term reads instead of ``z`` (any width E).
 
     Returns:
         Scalar loss.
@@ -354,6 +361,9 @@ def angular_contrastive_loss(
         contrastive = _soft_target_cross_entropy(
             z_local, ids, z_all, keys_all, temperature, self_offset=offset
         )
+        if z_angular is not None:
+            _check_rows("z_angular", z_angular, 2, z.shape[0])
+            z_local, z_all, _, _, _ = _gather_rows(z_angular, ids)
         cos = (z_local @ z_all.T).clamp(-1.0 + _ACOS_EPS, 1.0 - _ACOS_EPS)  # (n, M)
         angle = torch.acos(cos)
         n = z_local.shape[0]

@@ -32,15 +32,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from clar_ray import artifacts, dist, storage
+from clar_ray import artifacts, dist, rundir, storage
+from clar_ray import checkpoint as checkpoints
 from clar_ray.config import JobConfig, dump_job
 from clar_ray.data.manifest import Manifest
 from clar_ray.methods import build_method, unwrap
-from clar_ray.optim import lars, schedule
+from clar_ray.optim import LarsAdam, lars, schedule
 
 #: Key of ``train_loop_config`` that makes rank 0 kill its own process once, after the
 #: checkpoint of the given epoch (fault-tolerance tests).
 CRASH_AFTER_EPOCH = "_crash_after_epoch"
+#: Key of ``train_loop_config`` naming a file where rank 0 records every optimiser step
+#: (:class:`clar_ray.checkpoint.StepTrace`, fault-tolerance tests).
+TRACE_STEPS = "_trace_steps"
 
 
 class TrainingStoppedError(RuntimeError):
@@ -59,7 +63,9 @@ def _make_optimizer(job: JobConfig, model: torch.nn.Module, lr: float) -> torch.
     groups = lars.param_groups(model, job.optim.weight_decay)
     if job.optim.name == "lars":
         return lars.LARS(groups, lr=lr, momentum=job.optim.momentum,
-                         trust_coefficient=job.optim.trust_coefficient)
+                         trust_coefficient=job.optim.trust)
+    if job.optim.name == "lars_adam":
+        return LarsAdam(groups, lr=lr, trust_coefficient=job.optim.trust)
     if job.optim.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=job.optim.momentum)
     return torch.optim.AdamW(groups, lr=lr)
@@ -176,14 +182,10 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
     base_lr = schedule.scaled_lr(job.optim.lr, job.train.batch_size, job.optim.reference_batch)
     optimizer = _make_optimizer(job, method, base_lr)
 
-    start_epoch, step = 0, 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = artifacts.load_torch(os.path.join(folder, artifacts.STATE_FILE))
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, step = int(state["epoch"]), int(state["step"])
+    start_epoch, step, restored_from = checkpoints.restore(run_dir, method, optimizer)
+    trace = (checkpoints.StepTrace(config[TRACE_STEPS], start_epoch=start_epoch, step=step,
+                                   source=restored_from)
+             if rank == 0 and config.get(TRACE_STEPS) else None)
     model = ray.train.torch.prepare_model(method)
     device_augment = None
     if config.get("device_sequence"):
@@ -217,6 +219,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
                                 total_steps=total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            before = _fingerprints(model, optimizer) if trace is not None else None
             ids, labels = batch["sample_id"], batch["label"]
             views = [batch["view_a"], batch["view_b"]]
             if device_augment is not None:
@@ -236,6 +239,10 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
             loss.backward()
             optimizer.step()
             unwrap(model).after_step()
+            if trace is not None and before is not None:
+                trace.step(epoch=epoch, step=step, lr=lr, before=before,
+                           after=_fingerprints(model, optimizer),
+                           rows=(ids.tolist(), batch["epoch"].tolist()))
             step += 1
             seen += len(ids)
             for name, value in {"loss": loss.detach(), **metrics}.items():
@@ -253,8 +260,11 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
         means = dist.all_reduce_mean(torch.tensor([sums[n] / steps for n in names],
                                                   dtype=torch.float64, device=device))
         record.update({name: float(value) for name, value in zip(names, means.tolist())})
-        record["lr"] = schedule.lr_at(step, base_lr=base_lr, warmup_steps=warmup_steps,
-                                      total_steps=total_steps)
+        # The mean learning rate of this epoch's steps (the rate after its last step is 0
+        # at the end of the cosine, which says nothing about the epoch).
+        record["lr"] = sum(schedule.lr_at(s, base_lr=base_lr, warmup_steps=warmup_steps,
+                                          total_steps=total_steps)
+                           for s in range(step - steps, step)) / steps
         record["views_per_s"] = 2 * seen * world / max(elapsed, 1e-9)
         record["epoch_seconds"] = elapsed
         last = epoch + 1 == job.train.epochs
@@ -264,6 +274,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
 
             probe = probe or Probe(job, device=device)
             record.update(probe.run(frontend, unwrap(model).encoder))
+            record["probe_seconds"] = probe.last_seconds
         status["epochs"] = epoch + 1
         _report(record, epoch, step, model, optimizer, job, rank, logger, last)
         if rank == 0 and config.get(CRASH_AFTER_EPOCH) == epoch:
@@ -286,13 +297,19 @@ def _report(record: dict[str, Any], epoch: int, step: int, model: torch.nn.Modul
     with tempfile.TemporaryDirectory(prefix="clar-ray-ckpt-") as folder:
         checkpoint = None
         if rank == 0 and ((epoch + 1) % job.train.checkpoint_every == 0 or last):
-            torch.save({"method": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                        "epoch": epoch + 1, "step": step},
-                       os.path.join(folder, artifacts.STATE_FILE))
+            checkpoints.save(folder, {"method": unwrap(model).state_dict(),
+                                      "optimizer": optimizer.state_dict(),
+                                      "epoch": epoch + 1, "step": step})
             checkpoint = ray.train.Checkpoint.from_directory(folder)
         if logger is not None:
             logger.epoch(record)
         ray.train.report(record, checkpoint=checkpoint)
+
+
+def _fingerprints(model: torch.nn.Module,
+                  optimizer: torch.optim.Optimizer) -> tuple[float, float]:
+    return (checkpoints.fingerprint(unwrap(model).state_dict()),
+            checkpoints.fingerprint(optimizer.state_dict()["state"]))
 
 
 def _crash_once(run_dir: str) -> None:
@@ -313,47 +330,71 @@ def local_cpus(job: JobConfig) -> int:
     """Logical CPUs to declare for a local Ray: the machine's cores plus the train workers'.
 
     Ray Train reserves its workers' CPUs before Ray Data gets any; declaring them on top of
-    the cores keeps the augmentation actors and reads schedulable on small machines.
+    the cores keeps the augmentation actors and reads schedulable on small machines. Whether
+    the workers fit the machine at all is :func:`clar_ray.preflight.check_local_fit`'s call.
     """
     return (os.cpu_count() or 1) + math.ceil(job.train.workers * job.train.cpus_per_worker)
+
+
+#: The Ray namespace of clar-ray's drivers (its named actors, e.g. the stream's epoch clock).
+RAY_NAMESPACE = "clar-ray"
+
+
+class RayStartError(RuntimeError):
+    """Ray could not be started or reached."""
 
 
 def ensure_ray(job: JobConfig, address: str | None = None, *,
                num_cpus: int | None = None) -> None:
     """Connect to ``address`` (or RAY_ADDRESS), or start a local Ray sized for the job.
 
-    ``num_cpus`` overrides the local size (:func:`local_cpus` of the job).
+    ``num_cpus`` overrides the local size (:func:`local_cpus` of the job). Ray's logs follow
+    :func:`clar_ray.console.quiet_ray`.
+
+    Raises:
+        PreflightError: A local start for a GPU job on a machine without enough GPUs.
+        RayStartError: Ray did not start, or the address could not be reached (one line).
     """
     import ray
+
+    from clar_ray import console, preflight
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(address="local", num_cpus=num_cpus or local_cpus(job), include_dashboard=False)
+    if not address:
+        preflight.check_local_gpus(job)  # before a local Ray starts (tune, quickstart too)
+    try:
+        if address:
+            ray.init(address=address, namespace=RAY_NAMESPACE, **console.ray_init_kwargs())
+        else:
+            ray.init(address="local", num_cpus=num_cpus or local_cpus(job),
+                     include_dashboard=False, namespace=RAY_NAMESPACE,
+                     **console.ray_init_kwargs())
+    except Exception as err:  # ConnectionError, TimeoutError, RuntimeError, ValueError...
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        hint = ("check --address / RAY_ADDRESS (ray://HOST:10001 or a head's HOST:6379; "
+                "http://...:8265 is for `ray job submit` only)" if address
+                else "check `ray status`, free memory and /tmp space")
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise RayStartError(f"could not start or reach {where} ({type(err).__name__}: "
+                            f"{first}): {hint}") from err
+    if address:  # Ray's own "Connecting to existing Ray cluster" line is off with its INFO logs
+        print(f"Ray: connected to the cluster at {ray.get_runtime_context().gcs_address}",
+              flush=True)
+    console.quiet_data_context()
 
 
-def prepare_run_dir(run_dir: str, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to reuse a run directory unless asked to resume or overwrite."""
-    config_path = artifacts.run_file(run_dir, artifacts.CONFIG_FILE)
-    if storage.exists(config_path) and not (resume or overwrite):
-        raise FileExistsError(
-            f"{run_dir} already holds a run: pass --resume to continue it or --overwrite to "
-            f"start again")
-    if overwrite and not resume and storage.exists(run_dir):
-        fs, inner = storage.resolve_filesystem(run_dir)
-        fs.delete_dir_contents(inner)
-    if resume and not storage.exists(config_path):
-        raise FileNotFoundError(f"--resume: no run to continue in {run_dir}")
+def prepare_run_dir(run_dir: str, job: JobConfig, *, resume: bool, overwrite: bool) -> None:
+    """Reuse a run directory only as :mod:`clar_ray.rundir` allows (clears only its own files)."""
+    rundir.prepare_run_dir(run_dir, job, resume=resume, overwrite=overwrite)
 
 
 def run_training(job: JobConfig, run_dir: str, *, resume: bool = False, overwrite: bool = False,
                  evaluate: bool = True, address: str | None = None,
                  extra_loop_config: Mapping[str, Any] | None = None,
-                 callbacks: list[Any] | None = None) -> dict[str, Any]:
+                 callbacks: list[Any] | None = None, progress: bool = True) -> dict[str, Any]:
     """Train a job with Ray Train, then evaluate the encoder; return the run's summary.
 
     Args:
@@ -365,8 +406,13 @@ def run_training(job: JobConfig, run_dir: str, *, resume: bool = False, overwrit
         address: A Ray cluster address (default: RAY_ADDRESS or a new local Ray).
         extra_loop_config: Extra keys for ``train_loop_config`` (tests).
         callbacks: Ray Train callbacks (Tune's report callback).
+        progress: Print one line per epoch on the driver (:mod:`clar_ray.console`).
 
     Raises:
+        PreflightError: When the data is missing or damaged, or a local plan cannot fit this
+            machine (before Ray starts).
+        FileExistsError, FileNotFoundError, ConfigError: When ``run_dir`` may not be used as
+            asked (:mod:`clar_ray.rundir`; nothing in it is changed).
         ResourcePlanError: When the job does not fit the cluster (before anything starts).
         TrainingStoppedError: When the loss became non-finite.
     """
@@ -374,24 +420,34 @@ def run_training(job: JobConfig, run_dir: str, *, resume: bool = False, overwrit
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from clar_ray.augment import split_for_device
-    from clar_ray.data.stream import build_train_stream, cluster_plan, get_or_create_clock
+    from clar_ray import console, preflight
+    from clar_ray.augment import place
+    from clar_ray.data.stream import (
+        build_train_stream,
+        cluster_plan,
+        get_or_create_clock,
+        ingest_config,
+    )
 
-    if not job.data.path:
-        raise ValueError("data.path is empty: point it at a prepared dataset directory")
     run_dir = storage.absolute(run_dir)
-    ensure_ray(job, address)
-    plan = cluster_plan(job)
-    manifest = Manifest.read(job.data.path)
+    # Everything that can be checked without Ray, before Ray starts a worker.
+    manifest = preflight.check_data(job)
+    clear = rundir.check_run_dir(run_dir, job, resume=resume, overwrite=overwrite)
+    if not ray.is_initialized() and not (address or os.environ.get("RAY_ADDRESS")):
+        preflight.check_local_fit(job, manifest)
     rows = manifest.split(job.data.train_split).rows
     steps_per_epoch(rows, job.train.batch_size, job.train.workers)  # fails early if too small
-    prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    ensure_ray(job, address)
+    plan = cluster_plan(job)
+    if clear:
+        rundir.clear_run(run_dir)
+    rundir.mark_run(run_dir)
     dump_job(job, artifacts.run_file(run_dir, artifacts.CONFIG_FILE))
+    placement = place(job.augment.sequence, job.augment.on_device, use_gpu=job.train.use_gpu)
     storage.write_json(artifacts.run_file(run_dir, artifacts.PLAN_FILE),
-                       {"plan": plan.describe(), **plan.__dict__})
-    cpu_sequence, device_sequence = (split_for_device(job.augment.sequence)
-                                     if job.augment.on_device
-                                     else (tuple(job.augment.sequence), ()))
+                       {"plan": plan.describe(), **plan.__dict__,
+                        "augmentations": placement.describe()})
+    cpu_sequence, device_sequence = placement.actors, placement.device
     run_id = run_id_for(run_dir)
     clock = get_or_create_clock(run_id)
     storage_path, name = run_dir.rstrip("/").rsplit("/", 1)
@@ -407,6 +463,7 @@ def run_training(job: JobConfig, run_dir: str, *, resume: bool = False, overwrit
             num_workers=plan.workers, use_gpu=job.train.use_gpu,
             resources_per_worker=resources,
             label_selector=dict(job.train.node_labels) or None),  # type: ignore[call-arg]
+        dataset_config=ingest_config(job),
         datasets={"train": lambda: build_train_stream(job, plan, run_id=run_id,
                                                       cpu_sequence=cpu_sequence)},
         run_config=ray.train.RunConfig(
@@ -415,8 +472,12 @@ def run_training(job: JobConfig, run_dir: str, *, resume: bool = False, overwrit
             failure_config=ray.train.FailureConfig(max_failures=job.train.max_failures),
             callbacks=callbacks),
     )
+    follower = console.EpochFollower(artifacts.run_file(run_dir, artifacts.METRICS_FILE),
+                                     job.train.epochs, done_before=_epochs_done(run_dir),
+                                     enabled=progress)
     try:
-        result = trainer.fit()
+        with follower:
+            result = trainer.fit()
     finally:
         with contextlib.suppress(Exception):
             ray.kill(clock)
@@ -426,7 +487,17 @@ def run_training(job: JobConfig, run_dir: str, *, resume: bool = False, overwrit
     summary: dict[str, Any] = {"run_dir": run_dir, "epochs": status.get("epochs"),
                                "plan": plan.describe()}
     if evaluate:
-        from clar_ray.evaluate import evaluate_run
+        from clar_ray.evaluate import evaluate_run, result_from_training
 
-        summary["result"] = evaluate_run(run_dir)
+        # The last epoch's probe is the final one: computed once, in training, on the device.
+        summary["result"] = result_from_training(run_dir) or evaluate_run(run_dir)
     return summary
+
+
+def _epochs_done(run_dir: str) -> int:
+    """Epochs recorded in a run's ``metrics.jsonl`` (0 for a new run)."""
+    path = artifacts.run_file(run_dir, artifacts.METRICS_FILE)
+    if not storage.exists(path):
+        return 0
+    return len({json.loads(line)["epoch"] for line in storage.read_text(path).splitlines()
+                if line.strip()})

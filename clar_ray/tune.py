@@ -63,6 +63,7 @@ import yaml
 from clar_ray import artifacts, storage
 from clar_ray.config import (
     AUGMENTATION_NAMES,
+    LABEL_FREE_OBJECTIVES,
     ConfigError,
     JobConfig,
     parse_overrides,
@@ -113,15 +114,25 @@ def augmentation_pairs(augmentations: Sequence[str]) -> list[Params]:
     return [{"augment.sequence": [a] if a == b else [a, b]} for a in names for b in names]
 
 
-def label_fractions(methods: Sequence[str], fractions: Sequence[float]) -> list[Params]:
+def label_fractions(methods: Sequence[str], fractions: Sequence[float],
+                    label_free_once: bool = False) -> list[Params]:
     """Every method at every label fraction (method varies slowest).
 
     Args:
         methods: Objective names (``objective.name``).
         fractions: Label fractions in (0, 1] (``data.label_fraction``).
+        label_free_once: Train the objectives that read no label (SimCLR, ACL, SLICER) at the
+            first fraction only: their training is the same at every fraction (with ordered
+            streams, to the bit), and the probe always reads every label.
     """
+    if not isinstance(label_free_once, bool):
+        raise ConfigError(f"study.label_free_once: expected true or false, got "
+                          f"{label_free_once!r}")
+    fractions = _distinct(fractions, "fractions")
     return [{"objective.name": m, "data.label_fraction": f}
-            for m in _distinct(methods, "methods") for f in _distinct(fractions, "fractions")]
+            for m in _distinct(methods, "methods")
+            for f in (fractions[:1] if label_free_once and m in LABEL_FREE_OBJECTIVES
+                      else fractions)]
 
 
 def input_types(inputs: Sequence[str], augmentations: Sequence[Sequence[str]] | None = None,
@@ -176,7 +187,8 @@ STUDIES: dict[str, Study] = {
         "all ordered pairs of `augmentations` (diagonal: one augmentation): the paper's Fig. 4"),
     "label-fractions": Study(
         "label-fractions", label_fractions,
-        {"methods": ["supervised", "simclr", "clar"], "fractions": [1.0, 0.2, 0.1, 0.01]},
+        {"methods": ["supervised", "simclr", "clar"], "fractions": [1.0, 0.2, 0.1, 0.01],
+         "label_free_once": False},
         "`methods` × label `fractions`: the paper's semi-supervised table"),
     "input-types": Study(
         "input-types", input_types,
@@ -641,7 +653,8 @@ def run_trial(experiment: str, name: str) -> dict[str, Any]:
     _event(experiment, name, "resume" if resume else "start")
     try:
         summary = run_training(trial_job(experiment, name), run_dir, resume=resume,
-                               overwrite=not resume, callbacks=[TuneReportCallback()])
+                               overwrite=not resume, callbacks=[TuneReportCallback()],
+                               progress=False)  # the driver prints the study's table
     except BaseException as err:
         storage.write_text(error_path, f"{type(err).__name__}: {err}\n\n"
                                        + "".join(traceback.format_exception(err)))
@@ -771,6 +784,8 @@ def run_study(job_path: str | Path, out: str, *, resume: bool = False,
     import ray
     from ray import tune
 
+    from clar_ray.tune_table import TrialTable
+
     spec = load_tune(job_path, overrides)
     trials = expand_trials(spec)
     experiment = storage.absolute(out).rstrip("/")
@@ -803,8 +818,12 @@ def run_study(job_path: str | Path, out: str, *, resume: bool = False,
     storage.write_json(trials_path, {**_trials_record(spec, trials, planned),
                                      "plan": plan.describe()})
 
-    specs = [{"name": t.name, "experiment": experiment} for t in trials]
+    specs = [{"name": t.name, "experiment": experiment, "params": t.params} for t in trials]
     trainable = tune.with_resources(_trainable, {"CPU": TRIAL_CPUS})
+    # clar-ray's table (trial, varied values, state, linear_top1) instead of Tune's; Tune
+    # takes a reporter only with its legacy output.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    reporter = TrialTable(_ordered_leaves([t.params for t in trials]))
     storage_path, name = experiment.rsplit("/", 1)
     if resume and tune.Tuner.can_restore(experiment):
         tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True,
@@ -817,6 +836,7 @@ def run_study(job_path: str | Path, out: str, *, resume: bool = False,
                 max_concurrent_trials=plan.concurrency, scheduler=_scheduler(spec.scheduler),
                 trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=1,
+                                      progress_reporter=reporter,
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
     results = tuner.fit()

@@ -129,6 +129,8 @@ def test_methods_by_fractions_from_a_folder_of_runs_with_a_failed_one(tmp_path: 
     assert "(../runs/003/error.txt)" in text
     assert "`augment.actors`" not in text  # set by the study plan, not a study dimension
     assert (out / "curves.png").stat().st_size > 0
+    per_fraction = sorted(p.name for p in out.glob("curves_*.png"))  # one figure per fraction
+    assert len(per_fraction) == 2 and all(f"]({name})" in text for name in per_fraction)
     trials = _csv(out / "trials.csv")
     assert trials[0][:4] == ["trial", "status", "data.label_fraction", "objective.name"]
     assert trials[4][:2] == ["003", "failed"]

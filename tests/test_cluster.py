@@ -397,7 +397,7 @@ def test_quickstart_runs_as_a_submitted_job(ray_head: LocalHead,
     logs = _ray_job(ray_head, "logs", "--address", ray_head.dashboard, submission_id,
                     timeout_s=60).stdout
     # The driver joined this head instead of starting a Ray of its own.
-    assert f"Connecting to existing Ray cluster at address: 127.0.0.1:{ray_head.gcs_port}" in logs
+    assert f"Ray: connected to the cluster at 127.0.0.1:{ray_head.gcs_port}" in logs
     run_dir = out / "run"
     assert f"run directory: {run_dir}" in logs, logs[-4000:]
     result_line = re.search(r"result: .*result\.json — linear top-1 ([0-9.]+), "

@@ -45,12 +45,29 @@ def test_projection_head_layer_sizes(num_layers: int, shapes: list[tuple[int, in
     assert head(_h()).shape == (B, OUT)
 
 
-def test_projection_head_puts_relu_between_layers_and_not_at_the_end() -> None:
-    kinds = [type(m) for m in ProjectionHead(IN, HIDDEN, OUT).net]
-    assert kinds == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
+def test_paper_projection_head_puts_relu_between_layers_and_not_at_the_end() -> None:
+    head = ProjectionHead(IN, HIDDEN, OUT, style="paper")
+    assert [type(m) for m in head.net] == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
+    assert all(m.bias is not None for m in head.net if isinstance(m, nn.Linear))
     # No final ReLU: outputs can be negative.
     with torch.no_grad():
-        assert float(ProjectionHead(IN, HIDDEN, OUT)(_h(batch=64)).min()) < 0
+        assert float(head(_h(batch=64)).min()) < 0
+
+
+def test_code_projection_head_is_the_released_codes() -> None:
+    # main_unsupervised.py / main_supervised.py: (Linear, BN, ReLU) x 2, Linear without bias.
+    head = ProjectionHead(IN, HIDDEN, OUT)
+    assert [type(m) for m in head.net] == [nn.Linear, nn.BatchNorm1d, nn.ReLU,
+                                           nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    linears = [m for m in head.net if isinstance(m, nn.Linear)]
+    assert [m.bias is not None for m in linears] == [True, True, False]
+    with torch.no_grad():
+        assert float(head(_h(batch=64)).min()) < 0
+
+
+def test_head_style_is_checked() -> None:
+    with pytest.raises(ValueError, match="head style"):
+        ProjectionHead(IN, HIDDEN, OUT, style="bn")
 
 
 def test_projection_head_rejects_input_of_the_wrong_size() -> None:
@@ -83,12 +100,31 @@ def test_clar_head_sizes() -> None:
     assert logits.shape == (B, OUT)
 
 
-def test_clar_logits_are_the_third_layer_on_the_relu_of_z() -> None:
-    head = ClarHead(IN, HIDDEN, PROJ, OUT)
+def test_paper_clar_logits_are_the_third_layer_on_the_relu_of_z() -> None:
+    head = ClarHead(IN, HIDDEN, PROJ, OUT, style="paper")
     with torch.no_grad():
         z, logits = head(_h(batch=64))
-    torch.testing.assert_close(logits, head.classifier(torch.relu(z)))
+    fc3 = head.classifier[-1]
+    torch.testing.assert_close(logits, fc3(torch.relu(z)))
+    assert fc3.bias is not None
     assert float(z.min()) < 0  # z is taken before the ReLU
+
+
+def test_code_clar_logits_read_batch_normed_z_without_a_bias() -> None:
+    # semi_supervised.py: z = Linear, BN, ReLU, Linear; class_out = BN(z), ReLU, Linear(no bias).
+    head = ClarHead(IN, HIDDEN, PROJ, OUT).train()
+    assert [type(m) for m in head.projection] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    h = _h(batch=64)
+    with torch.no_grad():
+        z, logits = head(h)
+    fc3 = head.classifier[-1]
+    assert fc3.bias is None
+    expected = fc3(torch.relu(nn.functional.batch_norm(z, None, None, training=True)))
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+    # The class layer sees z's batch-normalised values: scaling z leaves the logits alone.
+    with torch.no_grad():
+        assert torch.allclose(head.classifier(3.0 * z), logits, atol=1e-4)
+    assert float(z.min()) < 0
 
 
 def test_clar_head_both_outputs_reach_the_encoder_side() -> None:

@@ -94,3 +94,55 @@ def test_kmix_mixes_log_power_channels_and_keeps_phase() -> None:
     assert bool((mixed[:, 2] >= x[:, 2] + torch.log(torch.tensor(0.6)) - 1e-4).all())
     with pytest.raises(ValueError, match="k-mix needs tf3 input"):
         method._kmix(torch.zeros(4, 1, 100))
+
+
+@pytest.mark.parametrize(("objective", "expected"), [
+    ("simclr", 0.5), ("clar", 0.5), ("supcon", 0.1), ("acl", 0.2), ("slicer", 0.07)])
+def test_each_objective_has_its_own_default_temperature(objective: str, expected: float) -> None:
+    assert ObjectiveConfig(name=objective).tau == expected
+    assert ObjectiveConfig(name=objective, temperature=0.3).tau == 0.3
+
+
+@pytest.mark.parametrize("angular_input", ["encoder", "head"])
+def test_acl_angular_term_reads_where_configured(angular_input: str) -> None:
+    from clar_ray import objectives
+
+    torch.manual_seed(0)
+    cfg = ObjectiveConfig(name="acl", acl_angular_input=angular_input)
+    method = build_method(ModelConfig(frontend="raw", encoder="resnet18_1d", width=4,
+                                      hidden_dim=24, projection_dim=12),
+                          cfg, in_channels=1, num_classes=3).eval()
+    frontend = build_frontend("raw", sample_rate=SAMPLE_RATE)
+    view_a, view_b, ids, labels = _batch()
+    x_a, x_b = frontend(view_a), frontend(view_b)
+    with torch.no_grad():
+        loss, _ = method(x_a, x_b, ids, labels)
+        h = method.encoder(torch.cat([x_a, x_b]))
+        z = method.head(h)
+        both = torch.cat([ids, ids])
+        on_encoder = objectives.angular_contrastive_loss(z, both, 0.2, margin=cfg.acl_margin,
+                                                         alpha=cfg.acl_alpha, z_angular=h)
+        on_head = objectives.angular_contrastive_loss(z, both, 0.2, margin=cfg.acl_margin,
+                                                      alpha=cfg.acl_alpha)
+    assert float((on_encoder - on_head).abs()) > 1e-4  # the two placements differ
+    expected = on_encoder if angular_input == "encoder" else on_head
+    torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize("objective", ["simclr", "acl", "slicer"])
+def test_label_free_objectives_read_no_label(objective: str) -> None:
+    from clar_ray.config import LABEL_FREE_OBJECTIVES
+
+    assert objective in LABEL_FREE_OBJECTIVES
+    torch.manual_seed(0)
+    method = build_method(ModelConfig(frontend="raw", encoder="resnet18_1d", width=4,
+                                      hidden_dim=24, projection_dim=12),
+                          ObjectiveConfig(name=objective, slicer_clusters=4, kmix=False),
+                          in_channels=1, num_classes=3).eval()
+    frontend = build_frontend("raw", sample_rate=SAMPLE_RATE)
+    view_a, view_b, ids, labels = _batch()
+    x_a, x_b = frontend(view_a), frontend(view_b)
+    with torch.no_grad():
+        with_labels, _ = method(x_a, x_b, ids, labels)
+        without, _ = method(x_a, x_b, ids, torch.full_like(labels, -1))
+    torch.testing.assert_close(with_labels, without)

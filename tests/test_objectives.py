@@ -17,7 +17,6 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from clar_ray.objectives import (
-    OBJECTIVES,
     angular_contrastive_loss,
     clar_loss,
     cluster_contrastive_loss,
@@ -279,12 +278,23 @@ def test_clar_ce_is_exactly_zero_without_labels_and_grads_stay_finite() -> None:
     assert z.grad is not None and torch.isfinite(z.grad).all()
 
 
-def test_clar_ce_averages_over_labelled_rows_only() -> None:
+def test_labelled_cross_entropy_averages_over_labelled_rows_only() -> None:
     logits = torch.randn(6, 4)
     labels = torch.tensor([2, -1, 0, -1, -1, 3])
     keep = labels >= 0
     expected = torch.nn.functional.cross_entropy(logits[keep], labels[keep])
     torch.testing.assert_close(labelled_cross_entropy(logits, labels), expected)
+
+
+def test_clar_ce_sums_the_two_views_means_like_the_released_code() -> None:
+    # semi_supervised.py: F.cross_entropy(y_hat1, y) + F.cross_entropy(y_hat2, y) on the
+    # labelled rows; the two views' logits differ, their labels are the same rows.
+    logits = torch.randn(6, 4)
+    labels = torch.tensor([2, -1, 0]).repeat(2)
+    keep = labels[:3] >= 0
+    ce = torch.nn.functional.cross_entropy
+    expected = (ce(logits[:3][keep], labels[:3][keep])
+                + ce(logits[3:][keep], labels[3:][keep]))
     z = two_views(3, 5)
     total, parts = clar_loss(z, torch.arange(3).repeat(2), logits, labels, 0.5, ce_weight=2.0)
     torch.testing.assert_close(parts["cross_entropy"], expected)
@@ -339,8 +349,13 @@ def test_view_pair_ids_outside_ddp() -> None:
     assert view_pair_ids(6).tolist() == [0, 1, 2, 0, 1, 2]
 
 
-def test_objective_names() -> None:
-    assert set(OBJECTIVES) == {"supervised", "simclr", "supcon", "clar", "acl", "slicer"}
+def test_objective_names_are_the_methods_registry() -> None:
+    from typing import get_args
+
+    from clar_ray.config import ObjectiveName
+    from clar_ray.methods import METHODS
+
+    assert set(get_args(ObjectiveName)) == set(METHODS)
 
 
 def test_ema_update() -> None:
@@ -440,7 +455,8 @@ def test_loss_falls_under_sgd(name: str) -> None:
 
 WORLD = 2
 SPLITS = {"equal": (3, 3), "unequal": (4, 2)}
-CASES = ["nt_xent", "supcon", "acl", "clar", "slicer", "slicer_teacher_c"]
+CASES = ["nt_xent", "supcon", "acl", "acl_encoder", "clar", "supervised", "slicer",
+         "slicer_teacher_c"]
 F_IN = 6
 
 
@@ -482,8 +498,13 @@ def run_case(
         loss = supcon(z, w["labels"], 0.3)  # ids from the [a; b] layout
     elif case == "acl":
         loss = angular_contrastive_loss(z, w["ids"], 0.3, margin=1.8, alpha=0.4)
+    elif case == "acl_encoder":  # the angular term on other rows (the encoder's features)
+        loss = angular_contrastive_loss(z, w["ids"], 0.3, margin=1.8, alpha=0.4,
+                                        z_angular=torch.cat([logits, c], dim=1))
     elif case == "clar":
         loss, parts = clar_loss(z, w["ids"], logits, w["clar_labels"], 0.5)
+    elif case == "supervised":  # the supervised method's CE; worker 1 has no labelled row
+        loss = labelled_cross_entropy(logits, w["clar_labels"])
     else:
         with torch.no_grad():
             tz, _, tc = teacher(w["x"])

@@ -123,3 +123,24 @@ def test_impossible_plan_fails_within_seconds(data_dir: str) -> None:
 
 def test_stream_reads_shards_named_by_the_manifest(data_dir: str) -> None:
     assert any(Path(data_dir, "train").glob("*.parquet"))
+
+
+def _order(dataset: ray.data.Dataset) -> list[int]:
+    """Sample ids in the order the stream delivers them (all epochs)."""
+    return [int(i) for batch in dataset.iter_batches(batch_format="numpy", batch_size=None)
+            for i in batch["sample_id"]]
+
+
+def test_ordered_stream_repeats_its_order_with_two_actors(tmp_path: Path) -> None:
+    # Many small shards and small actor batches on two actors: unordered, the delivery order
+    # follows which actor finishes first; ordered, it is the input's order every time.
+    data = str(tmp_path / "small-shards")
+    prepare_dataset("synthetic", data, options={"clips_per_class": "12", "num_classes": "3",
+                                                "test_fraction": "0.2"},
+                    rows_per_shard=3, progress=False)
+    job = _job(data, "augment.actor_batch_size=2", "data.ordered=true")
+    runs = [_order(build_train_stream(job, _plan(2), run_id=None, epoch=0, epochs=2))
+            for _ in range(3)]
+    rows = len(load_split(data, "train", columns=["sample_id"])["sample_id"])
+    assert len(runs[0]) == 2 * rows and sorted(runs[0][:rows]) == sorted(runs[0][rows:])
+    assert runs[0] == runs[1] == runs[2]

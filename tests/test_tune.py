@@ -91,6 +91,13 @@ def test_label_fractions_are_methods_times_fractions() -> None:
     assert params[3] == {"objective.name": "clar", "data.label_fraction": 1.0}
 
 
+def test_label_free_objectives_can_train_once_for_every_fraction() -> None:
+    params = label_fractions(["supervised", "simclr", "clar"], [1.0, 0.1], label_free_once=True)
+    assert [(p["objective.name"], p["data.label_fraction"]) for p in params] == [
+        ("supervised", 1.0), ("supervised", 0.1), ("simclr", 1.0), ("clar", 1.0), ("clar", 0.1)]
+    assert len(label_fractions(["simclr"], [1.0, 0.1])) == 2  # off by default
+
+
 def test_input_types_pair_each_frontend_with_its_encoder() -> None:
     params = input_types(["raw", "tf3"], [["fade"], ["time_shift", "fade"]], ["/d/a", "/d/b"])
     assert len(params) == 8
@@ -160,7 +167,8 @@ def test_num_samples_repeats_with_consecutive_seeds() -> None:
     ({"grid": {"train.epochs": [1]}, "study": "label-fractions"}, "exactly one"),
     ({"study": {"name": "augmentation-triples"}}, "unknown study 'augmentation-triples'"),
     ({"study": {"name": "label-fractions", "method": ["clar"]}},
-     "study.method: unknown parameter of study 'label-fractions'; allowed: methods, fractions"),
+     "study.method: unknown parameter of study 'label-fractions'; allowed: methods, "
+     "fractions, label_free_once"),
     ({"study": "label-fractions", "num_samples": 0}, "num_samples must be an integer >= 1"),
     ({"study": "label-fractions", "max_concurrent_trials": "4"}, "max_concurrent_trials"),
     ({"study": "label-fractions", "set": "train.epochs=1"}, "set: expected a list"),

@@ -6,8 +6,12 @@
   (the differences from the official code are listed there).
 * ``compose``: ``Augmenter``, the reproducible ordered composition over a batch, and the seed
   rule ``view_rng(seed, epoch, sample_id, view)``.
-* ``batch``: ``BatchAugmenter`` (cheap augmentations as torch ops, meant for CUDA) and SLICER's
-  ``kmix``; imported on first use, so CPU actors do not load torch through this package.
+* ``batch``: ``BatchAugmenter`` (every augmentation as torch ops over a batch, meant for CUDA)
+  and SLICER's ``kmix``; ``batch_vocoder``: its pitch shift and time stretch, a phase vocoder
+  over the whole batch with one rate per row. Both are imported on first use, so CPU actors
+  do not load torch through this package.
+* ``placement``: ``place``, which augmentations run on the CPU actors and which on the
+  training device (``augment.on_device``: false, true or auto, by cost).
 * ``noise`` and ``vocoder``: the counter-based noise shared by numpy and torch, and librosa's
   phase-vocoder time stretch and pitch shift without librosa's per-frame loop.
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from clar_ray.augment.compose import Augmenter, split_for_device, step_rng, view_rng
+from clar_ray.augment.placement import ON_DEVICE_CHOICES, Placement, place
 from clar_ray.augment.presets import (
     AUGMENTATIONS,
     CLAR_CODE_ORDER,
@@ -55,10 +60,12 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AUGMENTATIONS",
     "CLAR_CODE_ORDER",
+    "ON_DEVICE_CHOICES",
     "PRESETS",
     "AugmentationSpec",
     "Augmenter",
     "BatchAugmenter",
+    "Placement",
     "build_params",
     "fade",
     "kmix",
@@ -66,6 +73,7 @@ __all__ = [
     "kmix_partners",
     "mixed_noise",
     "pitch_shift",
+    "place",
     "resolve_params",
     "spherical_kmeans",
     "split_for_device",

@@ -1,9 +1,10 @@
 """Batched torch augmentations for the training device, and SLICER's k-mix.
 
-:class:`BatchAugmenter` runs the cheap augmentations (fade, time mask, time shift, white and
-mixed noise) as tensor ops over a batch with per-example parameters. It is meant for CUDA,
-where it takes the cheap tail of a job's sequence off the CPU actors; it also runs on CPU
-tensors (the tests use that), but there the numpy ``Augmenter`` is about three times faster.
+:class:`BatchAugmenter` runs any of the seven augmentations as tensor ops over a batch with
+per-example parameters: the cheap ones here, pitch shift and time stretch by the batched phase
+vocoder of :mod:`clar_ray.augment.batch_vocoder`. It is meant for CUDA, where it takes a
+job's sequence, or its tail, off the CPU actors (:mod:`clar_ray.augment.placement`); it also
+runs on CPU tensors (the tests use that), but there the numpy ``Augmenter`` costs less CPU.
 Its parameters are drawn on the CPU by the same per-row rule as
 :class:`clar_ray.augment.compose.Augmenter` (one ``SeedSequence`` child per row and step) and
 its noise comes from the same counter-based integer hash (``clar_ray.augment.noise``), so a
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor
 
 from clar_ray.augment import signal
+from clar_ray.augment.batch_vocoder import pitch_shift, time_stretch
 from clar_ray.augment.compose import (
     check_augmenter_args,
     check_batch_ids,
@@ -207,14 +209,15 @@ def _to_tensors(draws: signal.Draws, device: torch.device) -> dict[str, Tensor]:
 
 
 class BatchAugmenter:
-    """Apply a sequence of cheap augmentations to a batch of tensors (meant for CUDA).
+    """Apply a sequence of augmentations to a batch of tensors (meant for CUDA).
 
     The same seed rule as :class:`clar_ray.augment.compose.Augmenter`: row ``i`` of a batch
-    gets parameters from ``step_rng(seed, epoch, sample_ids[i], view, first_step + k)``.
+    gets parameters from ``step_rng(seed, epoch, sample_ids[i], view, first_step + k)``,
+    drawn on the host by the same code, so a view's parameters do not depend on the device.
 
     Args:
-        sequence: Names with a batched version: ``fade``, ``time_mask``, ``time_shift``,
-            ``white_noise``, ``mixed_noise``; empty is the identity.
+        sequence: Augmentation names (every one has a batched version); empty is the
+            identity.
         sample_rate: Samples per second.
         preset: ``paper`` or ``clar-code``.
         params: Per-augmentation overrides, as for ``Augmenter``.
@@ -223,8 +226,8 @@ class BatchAugmenter:
             :meth:`device_part` to get it right for the tail of a sequence.
 
     Raises:
-        ValueError: A name without a batched version (pitch_shift, time_stretch), or an
-            unknown name, preset or parameter.
+        ValueError: A name without a batched version, or an unknown name, preset or
+            parameter.
     """
 
     def __init__(
@@ -299,7 +302,9 @@ class BatchAugmenter:
                               step=self.first_step + k, sample_ids=ids,
                               n_samples=waves.shape[1], sample_rate=self.sample_rate)
             assert function is not None
-            out = function(out, _to_tensors(draws, waves.device))
+            # The phase-vocoder steps size their grids from the draws: they stay on the host.
+            on = waves.device if spec.cheap else torch.device("cpu")
+            out = function(out, _to_tensors(draws, on))
         return out.to(waves.dtype)
 
 
@@ -479,8 +484,10 @@ __all__ = [
     "kmix_embedding",
     "kmix_partners",
     "mixed_noise",
+    "pitch_shift",
     "spherical_kmeans",
     "time_mask",
     "time_shift",
+    "time_stretch",
     "white_noise",
 ]

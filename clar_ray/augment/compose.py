@@ -11,7 +11,8 @@ part of a sequence run on the training device (``clar_ray.augment.batch``) draws
 the CPU would have drawn for it.
 
 Within a step every row's parameters come from its own generator; the cheap augmentations
-then transform the whole batch with array ops and the phase-vocoder ones go row by row.
+then transform the whole batch with array ops and the phase-vocoder ones go row by row (the
+torch versions in ``clar_ray.augment.batch`` do the whole batch at once).
 
 Example::
 
@@ -109,7 +110,8 @@ def split_for_device(sequence: Sequence[str]) -> tuple[tuple[str, ...], tuple[st
     """Split a sequence into a CPU prefix and a device suffix, order preserved.
 
     The device part is the longest suffix made only of augmentations with a batched torch
-    version; everything before it runs on CPU.
+    version (today every augmentation has one, so it is the whole sequence); everything
+    before it runs on CPU. :func:`clar_ray.augment.placement.place` chooses among the cuts.
 
     Returns:
         ``(cpu_part, device_part)``; their concatenation is ``sequence``.

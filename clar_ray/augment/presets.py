@@ -79,8 +79,9 @@ class AugmentationSpec:
         params_type: Frozen dataclass of its parameters (defaults = the ``paper`` preset).
         draw: ``(rng, n_samples, sample_rate, params) -> Draw``: one clip's random parameters.
         apply: ``(waves (B, T), draws, sample_rate) -> (B, T)``: numpy batch transform.
-        cheap: True when ``apply`` is vectorised over the batch and a torch batch version
-            exists; False for the per-row phase-vocoder augmentations.
+        cheap: True when ``apply`` is vectorised over the batch (well under 1 ms a view on a
+            CPU core); False for the phase-vocoder augmentations (a few ms a view), which
+            placement by cost (``clar_ray.augment.placement``) moves to a GPU.
         torch_name: Name of the torch batch function in ``clar_ray.augment.batch``, or None.
         preset_overrides: Per preset, the values that differ from ``params_type``'s defaults.
     """
@@ -125,7 +126,8 @@ AUGMENTATIONS: dict[str, AugmentationSpec] = {
     for spec in (
         AugmentationSpec(
             "pitch_shift", signal.pitch_shift, signal.PitchShiftParams,
-            signal.draw_pitch_shift, signal.apply_pitch_shift, cheap=False, torch_name=None,
+            signal.draw_pitch_shift, signal.apply_pitch_shift, cheap=False,
+            torch_name="pitch_shift",
             preset_overrides={"clar-code": {"p": 0.5, "max_semitones": 14.0,
                                             "semitone_step": 1.0}},
         ),
@@ -164,7 +166,8 @@ AUGMENTATIONS: dict[str, AugmentationSpec] = {
         ),
         AugmentationSpec(
             "time_stretch", signal.time_stretch, signal.TimeStretchParams,
-            signal.draw_time_stretch, signal.apply_time_stretch, cheap=False, torch_name=None,
+            signal.draw_time_stretch, signal.apply_time_stretch, cheap=False,
+            torch_name="time_stretch",
             preset_overrides={"clar-code": {"p": 0.5, "restore_length": "resample"}},
         ),
     )

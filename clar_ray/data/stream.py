@@ -361,6 +361,19 @@ def pcm_to_float(pcm: np.ndarray) -> np.ndarray:
     return np.asarray(pcm, dtype=np.float32) * np.float32(1.0 / 32768.0)
 
 
+def ingest_config(config: JobConfig) -> Any:
+    """Ray Train's ``DataConfig`` for the stream: ordered output when the job asks for it.
+
+    Ray Train sets a dataset's execution options from this config (by default from the
+    controller's ``DataContext``), so the order has to be set here, not only on the dataset.
+    """
+    import ray.train
+
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = config.data.ordered
+    return ray.train.DataConfig(execution_options=options)
+
+
 def build_train_stream(
     config: JobConfig,
     plan: ResourcePlan,
@@ -406,6 +419,9 @@ def build_train_stream(
     context = ray.data.DataContext.get_current()
     context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S  # type: ignore[assignment]
     context.enable_progress_bars = False
+    # Ordered output makes a seeded run repeat exactly: the actors still work in parallel,
+    # but a batch that finishes early waits for the ones before it.
+    context.execution_options.preserve_order = config.data.ordered
     # Blocks of one augmented batch (two float32 views: 8 bytes a sample), handed on as soon
     # as each is ready.
     batch = config.augment.actor_batch_size

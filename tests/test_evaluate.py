@@ -45,12 +45,17 @@ def clips(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_dataset(root: Path, rows: dict[str, int], *, seed: int = 0, shards: int = 1,
-                  sample_rate: int = SAMPLE_RATE) -> str:
-    """A prepared dataset in the manifest's schema, written with pyarrow alone."""
+                  sample_rate: int = SAMPLE_RATE, relabel: dict[str, int] | None = None) -> str:
+    """A prepared dataset in the manifest's schema, written with pyarrow alone.
+
+    ``relabel`` shifts a split's labels by an offset (mod the classes): its tones then carry
+    other classes' labels than in the other splits.
+    """
     rng = np.random.default_rng(seed)
     infos, next_id = {}, 0
     for split, n in rows.items():
         pcm, labels = clips(n, rng)
+        labels = (labels + (relabel or {}).get(split, 0)) % len(LABELS)
         ids = np.arange(next_id, next_id + n, dtype=np.int64) * 7919 + 11
         next_id += n
         (root / split).mkdir(parents=True)
@@ -259,6 +264,22 @@ def test_probe_features_are_those_of_the_raw_clips(dataset: str) -> None:
                           params=job.augment.params)(raw["pcm"] / 32768.0, raw["sample_id"],
                                                      epoch=0, view=0)
     assert not np.allclose(extract_features(extractor, augmented), test_x, atol=1e-3)
+
+
+def test_probe_is_scored_on_the_eval_split_not_the_training_split(tmp_path: Path) -> None:
+    # The test split's tones carry shifted labels: a probe trained on the training split is
+    # wrong on nearly every test clip, and right on nearly every training clip. Scored on the
+    # training split by mistake, linear_top1 would be high.
+    data = write_dataset(tmp_path / "shifted", {"train": 60, "test": 30},
+                         relabel={"test": 1})
+    probe = Probe(tiny_job(data, eval={"probe_epochs": 100}))
+    extractor = tiny_extractor()
+    result = probe.run(extractor.frontend, extractor.encoder)
+    train_x, _ = probe.features(extractor)
+    on_train = linear_probe(train_x, probe.train_y, train_x, probe.train_y, epochs=100,
+                            lr=probe.job.eval.probe_lr, seed=probe.job.train.seed)
+    assert on_train["linear_top1"] > 0.8  # the features separate the tones
+    assert result["linear_top1"] < 0.34 and result["knn_top1"] < 0.34
 
 
 def test_probe_run_restores_train_mode_and_scores(dataset: str) -> None:

@@ -112,6 +112,7 @@ def test_paper_clar_logits_are_the_third_layer_on_the_relu_of_z() -> None:
 
 def test_code_clar_logits_read_batch_normed_z_without_a_bias() -> None:
     # semi_supervised.py: z = Linear, BN, ReLU, Linear; class_out = BN(z), ReLU, Linear(no bias).
+    torch.manual_seed(0)
     head = ClarHead(IN, HIDDEN, PROJ, OUT).train()
     assert [type(m) for m in head.projection] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
     h = _h(batch=64)
@@ -123,7 +124,7 @@ def test_code_clar_logits_read_batch_normed_z_without_a_bias() -> None:
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
     # The class layer sees z's batch-normalised values: scaling z leaves the logits alone.
     with torch.no_grad():
-        assert torch.allclose(head.classifier(3.0 * z), logits, atol=1e-4)
+        assert torch.allclose(head.classifier(3.0 * z), logits, atol=1e-3)  # up to BN's eps
     assert float(z.min()) < 0
 
 

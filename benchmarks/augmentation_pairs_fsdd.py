@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import yaml
+from fsdd_cache import prepared_fsdd
 
 ROOT = Path(__file__).resolve().parents[1]
 AUGMENTATIONS = ("fade", "time_mask", "time_shift", "white_noise")
@@ -74,14 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     from clar_ray.analyze import analyze_experiment
-    from clar_ray.data.prepare import prepare_dataset
     from clar_ray.tune import run_study
 
     started = time.perf_counter()
-    data_dir = Path(args.cache) / f"fsdd-{args.sample_rate}-{args.clip_seconds:g}s"
-    if not (data_dir / "manifest.json").exists():
-        prepare_dataset("fsdd", str(data_dir), source=args.fsdd, sample_rate=args.sample_rate,
-                        clip_seconds=args.clip_seconds, progress=False)
+    data_dir = Path(prepared_fsdd(args.fsdd, args.cache, sample_rate=args.sample_rate,
+                                  clip_seconds=args.clip_seconds))
     prepared = time.perf_counter()
 
     out = Path(args.out)

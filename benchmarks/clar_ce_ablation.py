@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fsdd_cache import prepared_fsdd
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: (name, overrides): the supervised reference, then CLAR from the old setup to the released code.
@@ -54,13 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     from clar_ray.config import JobConfig
-    from clar_ray.data.prepare import prepare_dataset
     from clar_ray.train import ensure_ray, run_training
 
-    data_dir = str(Path(args.cache) / "fsdd-8000-0.6s")
-    if not Path(data_dir, "manifest.json").exists():
-        prepare_dataset("fsdd", data_dir, source=args.fsdd, sample_rate=8000,
-                        clip_seconds=0.6, progress=False)
+    data_dir = prepared_fsdd(args.fsdd, args.cache)
     base = JobConfig().replace([
         f"data.path={data_dir}", "objective.name=clar", f"model.width={args.width}",
         "model.hidden_dim=128", "augment.sequence=[fade, time_mask]",

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fsdd_cache import prepared_fsdd
+
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "jobs" / "study-label-fractions-fsdd.yaml"
 
@@ -48,13 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     from clar_ray.analyze import analyze_experiment
-    from clar_ray.data.prepare import prepare_dataset
     from clar_ray.tune import run_study
 
-    data_dir = str(Path(args.cache) / "fsdd-8000-0.6s")
-    if not Path(data_dir, "manifest.json").exists():
-        prepare_dataset("fsdd", data_dir, source=args.fsdd, sample_rate=8000,
-                        clip_seconds=0.6, progress=False)
+    data_dir = prepared_fsdd(args.fsdd, args.cache)
     started = time.perf_counter()
     run_study(STUDY, args.experiment, resume=args.resume,
               overrides=[f"data.path={data_dir}", *args.overrides])

@@ -8,12 +8,12 @@ import io
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from test_evaluate import read_scalars
 
 from clar_ray import __version__, console
 from clar_ray.cli import _parser, main
@@ -131,22 +131,6 @@ def test_tune_table_is_printed_only_when_something_changed() -> None:
 # ------------------------------------------------------------------ the quickstart
 
 
-def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of a folder of event files (TFRecord framing, tensorboardX's protos)."""
-    from tensorboardX.proto import event_pb2
-
-    scalars: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted(folder.glob("events.out.tfevents.*")):
-        data, i = path.read_bytes(), 0
-        while i < len(data):
-            (size,) = struct.unpack("<Q", data[i:i + 8])
-            event = event_pb2.Event.FromString(data[i + 12:i + 12 + size])
-            i += 12 + size + 4
-            for value in event.summary.value:
-                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return scalars
-
-
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     """`clar-ray quickstart` (2 epochs, narrower) run from a folder that is not the checkout."""
@@ -178,7 +162,7 @@ def test_quickstart_probes_once_and_tensorboard_steps_agree(
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert result["source"] == "training"  # not probed a second time by evaluate_run
     assert result["linear_top1"] == last["linear_top1"] and result["epoch"] == 2
-    scalars = tensorboard_scalars(run / "tensorboard")
+    scalars = read_scalars(run / "tensorboard")
     assert [step for step, _ in scalars["epoch/loss"]] == [0, 1]
     assert [step for step, _ in scalars["eval/linear_top1"]] == [1]  # the last epoch's index
     assert all(lr > 0 for _, lr in scalars["epoch/lr"]), scalars["epoch/lr"]

@@ -27,6 +27,7 @@ from typing import Any
 #: The node label cluster.yaml puts on its node types, and the values it uses.
 ROLE_LABEL = "clar-ray-role"
 #: Seconds a node gets to join (raylet up, registered with the head's GCS).
+AUTH_MODE = "RAY_AUTH_MODE"
 NODE_START_TIMEOUT_S = float(os.environ.get("CLAR_RAY_TEST_NODE_TIMEOUT_S", "180"))
 
 
@@ -85,6 +86,7 @@ class LocalCluster:
         self.address = f"{self.ip}:{self.gcs_port}"
         self.object_store_bytes = object_store_bytes
         self.nodes: list[Node] = []
+        self._outer_auth_mode: tuple[str | None] | None = None  # set while connected
         self.env = {key: value for key, value in os.environ.items()
                     if key not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
         self.env.update(RAY_USAGE_STATS_ENABLED="0",
@@ -128,20 +130,17 @@ class LocalCluster:
         return node
 
     def connect(self) -> None:
-        """``ray.init`` this process as a driver of the cluster (auth as the nodes have it)."""
+        """``ray.init`` this process as a driver of the cluster (auth as the nodes have it).
+
+        The process keeps the cluster's ``RAY_AUTH_MODE`` until :meth:`stop`: Ray caches the
+        mode in its C++ config at ``ray.init``, and a local Ray started later in this process
+        must see the mode it had before (see :meth:`stop`).
+        """
         import ray
 
-        names = ("RAY_AUTH_MODE",)
-        old = {name: os.environ.get(name) for name in names}
-        os.environ.update({name: self.env[name] for name in names})
-        try:
-            ray.init(address=self.address, log_to_driver=False)
-        finally:
-            for name, value in old.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        self._outer_auth_mode = (os.environ.get(AUTH_MODE),)
+        os.environ[AUTH_MODE] = self.env[AUTH_MODE]
+        ray.init(address=self.address, log_to_driver=False)
 
     def add_node(self, name: str, role: str, *, cpus: float,
                  resources: dict[str, float] | None = None, wait: bool = True) -> Node:
@@ -198,10 +197,30 @@ class LocalCluster:
         import ray
 
         ray.shutdown()
+        self._restore_auth_mode()
         for node in reversed(self.nodes):
             node.kill()
         for node in self.nodes:
             shutil.rmtree(node.temp_dir, ignore_errors=True)
+
+    def _restore_auth_mode(self) -> None:
+        """Give the process back the auth mode it had, in the environment and Ray's config.
+
+        Without the refresh, a later ``ray.init(address="local")`` with ``RAY_AUTH_MODE=token``
+        in the environment would start a token-checking GCS while this process's cached config
+        still says "disabled", and fail with "Authentication token is missing".
+        """
+        from ray._raylet import Config
+
+        if self._outer_auth_mode is None:
+            return
+        (outer,) = self._outer_auth_mode
+        if outer is None:
+            os.environ.pop(AUTH_MODE, None)
+        else:
+            os.environ[AUTH_MODE] = outer
+        Config.initialize("")
+        self._outer_auth_mode = None
 
 
 def node_roles() -> dict[str, str]:

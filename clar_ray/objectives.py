@@ -8,8 +8,9 @@ averaging the parameter gradients then match too (see :mod:`clar_ray.dist`). Wor
 different row counts (e.g. the last, short batch of an epoch).
 
 Contrastive terms are cross-entropy over temperature-scaled cosine-similarity logits (soft
-targets spread over the positives), never ``log(exp / sum exp)``. All losses compute in float32
-with autocast disabled, whatever the dtype of their inputs.
+targets spread over the positives), never ``log(exp / sum exp)``: the one masked kernel of
+:mod:`clar_ray.loss_kernel`, which also holds the gather and global-mean bookkeeping. All losses
+compute in float32 with autocast disabled, whatever the dtype of their inputs.
 
 Two-view layout: where a function says "views stacked", rows ``[:N]`` are view a of N clips
 and rows ``[N:]`` view b of the same clips in the same order.
@@ -28,6 +29,15 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from clar_ray import dist
+from clar_ray.loss_kernel import (
+    check_keys,
+    check_rows,
+    check_temperature,
+    gather_rows,
+    global_mean,
+    no_autocast,
+    soft_target_cross_entropy,
+)
 
 __all__ = [
     "angular_contrastive_loss",
@@ -42,101 +52,7 @@ __all__ = [
     "view_pair_ids",
 ]
 
-_MASKED = torch.finfo(torch.float32).min  # logit of excluded (self) pairs; finite, so 0*x == 0
 _ACOS_EPS = 1e-6  # keeps arccos and its gradient finite at cos = +-1
-
-
-def _no_autocast(t: Tensor) -> torch.autocast:
-    return torch.autocast(device_type=t.device.type, enabled=False)
-
-
-def _check_temperature(name: str, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-
-
-def _check_rows(name: str, x: Tensor, ndim: int, rows: int | None = None) -> None:
-    if x.dim() != ndim:
-        raise ValueError(f"{name} must have {ndim} dims, got shape {tuple(x.shape)}")
-    if rows is not None and x.shape[0] != rows:
-        raise ValueError(f"{name} must have {rows} rows, got shape {tuple(x.shape)}")
-
-
-def _global_mean(local_sum: Tensor, n_global: int) -> Tensor:
-    """Per-worker share of a mean over the global batch: mean over workers == global mean."""
-    if n_global == 0:
-        return local_sum * 0.0
-    return local_sum * (dist.world_size() / n_global)
-
-
-def _soft_target_cross_entropy(
-    anchors: Tensor,
-    anchor_keys: Tensor,
-    candidates: Tensor,
-    candidate_keys: Tensor,
-    temperature: float,
-    self_offset: int | None,
-) -> Tensor:
-    """Per-anchor contrastive loss with positives where keys match.
-
-    ``loss_i = -1/|P(i)| sum_{p in P(i)} log softmax_j(a_i . c_j / T)[p]``, the softmax over all
-    candidates except the anchor itself; computed as cross-entropy with soft targets.
-
-    Args:
-        anchors: ``(n, D)`` L2-normalised float32 rows.
-        anchor_keys: ``(n,)`` integer keys.
-        candidates: ``(M, D)`` L2-normalised float32 rows.
-        candidate_keys: ``(M,)`` integer keys.
-        temperature: Softmax temperature.
-        self_offset: If the anchors are also candidates, the candidate index of anchor 0
-            (anchor i is candidate ``self_offset + i``); None if they are not.
-
-    Returns:
-        ``(n,)`` per-anchor losses.
-    """
-    logits = anchors @ candidates.T / temperature  # (n, M)
-    positives = anchor_keys[:, None] == candidate_keys[None, :]  # (n, M)
-    if self_offset is not None:
-        n = anchors.shape[0]
-        rows = torch.arange(n, device=anchors.device)
-        is_self = torch.zeros_like(positives)
-        is_self[rows, rows + self_offset] = True
-        positives = positives & ~is_self
-        logits = logits.masked_fill(is_self, _MASKED)
-    n_pos = positives.sum(dim=1)  # (n,)
-    n_missing = dist.all_reduce_sum((n_pos == 0).sum())
-    if int(n_missing.item()) > 0:
-        bad = anchor_keys[n_pos == 0]
-        raise ValueError(
-            f"{int(n_missing.item())} anchor(s) in the global batch have no positive; "
-            f"local keys without a partner: {bad[:8].tolist()} (each key needs >= 2 rows)"
-        )
-    if bool((n_pos == 1).all()):  # one positive per row (NT-Xent): class-index targets
-        return F.cross_entropy(logits, positives.byte().argmax(dim=1), reduction="none")
-    targets = positives.float() / n_pos[:, None].float()
-    return F.cross_entropy(logits, targets, reduction="none")
-
-
-def _gather_rows(z: Tensor, keys: Tensor) -> tuple[Tensor, Tensor, Tensor, int, int]:
-    """Normalise local rows and gather rows and keys from all workers.
-
-    Returns:
-        ``(z_local (n, D), z_all (M, D), keys_all (M,), offset, M)`` with ``offset`` the index
-        of the first local row in the gathered batch.
-    """
-    n = z.shape[0]
-    z = F.normalize(z.float(), dim=1)
-    sizes = dist.all_gather_sizes(n, z.device)
-    z_all = dist.gather_with_grad(z, sizes)
-    keys_all = dist.all_gather(keys, sizes)
-    return z, z_all, keys_all, sum(sizes[: dist.rank()]), sum(sizes)
-
-
-def _check_keys(name: str, z: Tensor, keys: Tensor) -> None:
-    _check_rows("z", z, 2)
-    _check_rows(name, keys, 1, z.shape[0])
-    if keys.is_floating_point():
-        raise ValueError(f"{name} must be an integer tensor, got dtype {keys.dtype}")
 
 
 def contrastive_loss(z: Tensor, keys: Tensor, temperature: float) -> Tensor:
@@ -159,14 +75,14 @@ def contrastive_loss(z: Tensor, keys: Tensor, temperature: float) -> Tensor:
     Raises:
         ValueError: On bad shapes or temperature, or if some row has no positive.
     """
-    _check_keys("keys", z, keys)
-    _check_temperature("temperature", temperature)
-    with _no_autocast(z):
-        z_local, z_all, keys_all, offset, m = _gather_rows(z, keys)
-        per_row = _soft_target_cross_entropy(
+    check_keys("keys", z, keys)
+    check_temperature("temperature", temperature)
+    with no_autocast(z):
+        z_local, z_all, keys_all, offset, m = gather_rows(z, keys)
+        per_row = soft_target_cross_entropy(
             z_local, keys, z_all, keys_all, temperature, self_offset=offset
         )
-        return _global_mean(per_row.sum(), m)
+        return global_mean(per_row.sum(), m)
 
 
 def nt_xent(z: Tensor, ids: Tensor, temperature: float = 0.5) -> Tensor:
@@ -229,12 +145,12 @@ def supcon(
     Returns:
         Scalar loss.
     """
-    _check_keys("labels", z, labels)
+    check_keys("labels", z, labels)
     if labels.numel() and int(labels.min()) < -1:
         raise ValueError(f"labels must be >= -1 (-1 = unlabelled), got {int(labels.min())}")
     if ids is None:
         ids = view_pair_ids(z.shape[0], z.device)
-    _check_keys("ids", z, ids)
+    check_keys("ids", z, ids)
     if ids.numel() and int(ids.min()) < 0:
         raise ValueError(f"ids must be >= 0, got {int(ids.min())}")
     keys = torch.where(labels >= 0, labels.long(), -1 - ids.long())
@@ -254,8 +170,8 @@ def labelled_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     Returns:
         Scalar loss (this worker's share of the global mean).
     """
-    _check_rows("logits", logits, 2)
-    _check_rows("labels", labels, 1, logits.shape[0])
+    check_rows("logits", logits, 2)
+    check_rows("labels", labels, 1, logits.shape[0])
     n_classes = logits.shape[1]
     labelled = labels >= 0
     n_local = int(labelled.sum())
@@ -264,14 +180,14 @@ def labelled_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
             f"labels must lie in [-1, {n_classes}), got range "
             f"[{int(labels.min())}, {int(labels.max())}]"
         )
-    with _no_autocast(logits):
+    with no_autocast(logits):
         logits = logits.float()
         n_global = dist.global_count(n_local, logits.device)
         if n_local == 0:
             local_sum = logits.sum() * 0.0
         else:
             local_sum = F.cross_entropy(logits, labels.long(), ignore_index=-1, reduction="sum")
-        return _global_mean(local_sum, n_global)
+        return global_mean(local_sum, n_global)
 
 
 def clar_loss(
@@ -304,7 +220,7 @@ def clar_loss(
     """
     if not ce_weight >= 0:
         raise ValueError(f"ce_weight must be >= 0, got {ce_weight}")
-    _check_rows("logits", logits, 2, z.shape[0])
+    check_rows("logits", logits, 2, z.shape[0])
     if logits.shape[0] % 2:
         raise ValueError(f"logits must stack two views (an even row count), got {logits.shape[0]}")
     contrastive = nt_xent(z, ids, temperature)
@@ -350,20 +266,20 @@ def angular_contrastive_loss(
     Returns:
         Scalar loss.
     """
-    _check_keys("ids", z, ids)
-    _check_temperature("temperature", temperature)
+    check_keys("ids", z, ids)
+    check_temperature("temperature", temperature)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     if not margin >= 0:
         raise ValueError(f"margin must be >= 0 (radians), got {margin}")
-    with _no_autocast(z):
-        z_local, z_all, keys_all, offset, m = _gather_rows(z, ids)
-        contrastive = _soft_target_cross_entropy(
+    with no_autocast(z):
+        z_local, z_all, keys_all, offset, m = gather_rows(z, ids)
+        contrastive = soft_target_cross_entropy(
             z_local, ids, z_all, keys_all, temperature, self_offset=offset
         )
         if z_angular is not None:
-            _check_rows("z_angular", z_angular, 2, z.shape[0])
-            z_local, z_all, _, _, _ = _gather_rows(z_angular, ids)
+            check_rows("z_angular", z_angular, 2, z.shape[0])
+            z_local, z_all, _, _, _ = gather_rows(z_angular, ids)
         cos = (z_local @ z_all.T).clamp(-1.0 + _ACOS_EPS, 1.0 - _ACOS_EPS)  # (n, M)
         angle = torch.acos(cos)
         n = z_local.shape[0]
@@ -374,7 +290,7 @@ def angular_contrastive_loss(
         pair = torch.where(positive, angle.square(), F.relu(margin - angle).square())
         angular = (pair * not_self).sum(dim=1)  # (n,)
         per_row = alpha * contrastive + (1.0 - alpha) * angular
-        return _global_mean(per_row.sum(), m)
+        return global_mean(per_row.sum(), m)
 
 
 def cluster_contrastive_loss(c_a: Tensor, c_b: Tensor, temperature: float = 1.0) -> Tensor:
@@ -392,8 +308,8 @@ def cluster_contrastive_loss(c_a: Tensor, c_b: Tensor, temperature: float = 1.0)
     Returns:
         Scalar ``1/(2K) sum_k (l_k^a + l_k^b)``.
     """
-    _check_rows("c_a", c_a, 2)
-    _check_rows("c_b", c_b, 2)
+    check_rows("c_a", c_a, 2)
+    check_rows("c_b", c_b, 2)
     if c_a.shape != c_b.shape:
         raise ValueError(
             f"c_a and c_b must have one shape, got {tuple(c_a.shape)} and {tuple(c_b.shape)}"
@@ -401,11 +317,11 @@ def cluster_contrastive_loss(c_a: Tensor, c_b: Tensor, temperature: float = 1.0)
     k = c_a.shape[1]
     if k < 2:
         raise ValueError(f"need >= 2 clusters, got {k}")
-    _check_temperature("temperature", temperature)
-    with _no_autocast(c_a):
+    check_temperature("temperature", temperature)
+    with no_autocast(c_a):
         columns = F.normalize(torch.cat([c_a.T, c_b.T]).float(), dim=1)  # (2K, N)
         keys = torch.arange(k, device=c_a.device).repeat(2)
-        per_column = _soft_target_cross_entropy(columns, keys, columns, keys, temperature, 0)
+        per_column = soft_target_cross_entropy(columns, keys, columns, keys, temperature, 0)
         return per_column.mean()
 
 
@@ -457,12 +373,12 @@ def slicer_loss(
     Returns:
         ``(total, parts)`` with detached ``parts = {"instance", "cluster", "entropy"}``.
     """
-    _check_rows("student_z", student_z, 2)
+    check_rows("student_z", student_z, 2)
     rows = student_z.shape[0]
     if rows % 2:
         raise ValueError(f"student_z must stack two views (even rows), got {rows}")
-    _check_rows("teacher_z", teacher_z, 2, rows)
-    _check_rows("student_c", student_c, 2, rows)
+    check_rows("teacher_z", teacher_z, 2, rows)
+    check_rows("student_c", student_c, 2, rows)
     if teacher_z.shape != student_z.shape:
         raise ValueError(
             f"teacher_z shape {tuple(teacher_z.shape)} != student_z shape {tuple(student_z.shape)}"
@@ -471,12 +387,12 @@ def slicer_loss(
         raise ValueError(
             f"teacher_c shape {tuple(teacher_c.shape)} != student_c shape {tuple(student_c.shape)}"
         )
-    _check_temperature("temperature_instance", temperature_instance)
-    _check_temperature("temperature_cluster", temperature_cluster)
+    check_temperature("temperature_instance", temperature_instance)
+    check_temperature("temperature_cluster", temperature_cluster)
     if not entropy_weight >= 0:
         raise ValueError(f"entropy_weight must be >= 0, got {entropy_weight}")
     n = rows // 2
-    with _no_autocast(student_z):
+    with no_autocast(student_z):
         s = F.normalize(student_z.float(), dim=1)
         t = F.normalize(teacher_z.detach().float(), dim=1)
         sizes = dist.all_gather_sizes(n, student_z.device)
@@ -486,7 +402,7 @@ def slicer_loss(
         targets = torch.arange(n, device=s.device) + sum(sizes[: dist.rank()])
         ce_ab = F.cross_entropy(s[:n] @ tb_all.T / temperature_instance, targets, reduction="sum")
         ce_ba = F.cross_entropy(s[n:] @ ta_all.T / temperature_instance, targets, reduction="sum")
-        instance = _global_mean(ce_ab + ce_ba, n_global)
+        instance = global_mean(ce_ab + ce_ba, n_global)
 
         c = student_c.float()
         c_all = dist.gather_with_grad(torch.cat([c[:n], c[n:]], dim=1), sizes)  # (N_all, 2K)

@@ -24,6 +24,9 @@ import yaml
 
 FrontendName = Literal["raw", "tf3"]
 EncoderName = Literal["resnet18_1d", "resnet18_2d"]
+#: The encoder each frontend needs (``model.encoder`` for a ``model.frontend``): the one list
+#: that the config's check, the input-type study and the tests read.
+FRONTEND_ENCODERS: dict[str, str] = {"raw": "resnet18_1d", "tf3": "resnet18_2d"}
 ObjectiveName = Literal["supervised", "simclr", "supcon", "clar", "acl", "slicer"]
 OptimizerName = Literal["lars", "lars_adam", "sgd", "adamw"]
 HeadStyle = Literal["code", "paper"]
@@ -110,7 +113,7 @@ class AugmentConfig:
         cpus_per_actor: Logical CPUs each augmentation actor reserves.
         actor_batch_size: Rows per batch handed to an augmentation actor. Each call costs a
             fixed overhead (object-store copies, scheduling), so small batches starve cheap
-            sequences: on 2 cores fade → time mask ran ~4× faster at 128 than at 32.
+            sequences (measured in ``benchmarks/README.md``).
         node_labels: Node labels the augmentation actors must land on (Ray label selector),
             e.g. ``{"clar-ray-role": "augment"}`` on the cluster of ``cluster.yaml``.
     """
@@ -167,7 +170,7 @@ class ModelConfig:
         _check(self.hidden_dim > 0, "model.hidden_dim", f"must be > 0, got {self.hidden_dim}")
         _check(self.projection_dim > 0, "model.projection_dim",
                f"must be > 0, got {self.projection_dim}")
-        wanted = {"raw": "resnet18_1d", "tf3": "resnet18_2d"}[self.frontend]
+        wanted = FRONTEND_ENCODERS[self.frontend]
         _check(self.encoder == wanted, "model.encoder",
                f"frontend {self.frontend!r} needs encoder {wanted!r}, got {self.encoder!r}")
 

@@ -4,6 +4,8 @@ A job is one YAML file under ``jobs/`` with the sections below. Loading is stric
 a wrong type or an out-of-range value raises :class:`ConfigError` naming the key and what is
 allowed. :meth:`JobConfig.to_dict` gives the plain, JSON-able dict that Ray Train's
 ``train_loop_config`` and a Tune ``param_space`` take; :meth:`JobConfig.from_dict` turns it back.
+This module is the schema; turning YAML values into its fields is :mod:`clar_ray.coerce`, and the
+``--set section.key=value`` syntax is :mod:`clar_ray.overrides`.
 
 Example::
 
@@ -14,13 +16,19 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
+
+# ConfigError and the override helpers are part of this module's API (the CLI, tune and the
+# tests read them from here); they are defined in the modules that raise and parse them.
+from clar_ray.coerce import ConfigError as ConfigError
+from clar_ray.coerce import build, check, plain
+from clar_ray.overrides import apply_overrides as apply_overrides
+from clar_ray.overrides import parse_overrides as parse_overrides
+from clar_ray.overrides import set_leaf as set_leaf
 
 FrontendName = Literal["raw", "tf3"]
 EncoderName = Literal["resnet18_1d", "resnet18_2d"]
@@ -58,15 +66,6 @@ AUGMENTATION_NAMES = (
 )
 
 
-class ConfigError(ValueError):
-    """A job configuration that names an unknown key, or holds a wrong type or value."""
-
-
-def _check(condition: bool, key: str, message: str) -> None:
-    if not condition:
-        raise ConfigError(f"{key}: {message}")
-
-
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the prepared dataset is and which part of its labels training may see.
@@ -91,10 +90,10 @@ class DataConfig:
     ordered: bool = True
 
     def __post_init__(self) -> None:
-        _check(0.0 < self.label_fraction <= 1.0, "data.label_fraction",
-               f"must be in (0, 1], got {self.label_fraction}")
-        _check(self.shuffle_buffer >= 0, "data.shuffle_buffer",
-               f"must be >= 0, got {self.shuffle_buffer}")
+        check(0.0 < self.label_fraction <= 1.0, "data.label_fraction",
+              f"must be in (0, 1], got {self.label_fraction}")
+        check(self.shuffle_buffer >= 0, "data.shuffle_buffer",
+              f"must be >= 0, got {self.shuffle_buffer}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,16 +128,16 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         for name in self.sequence:
-            _check(name in AUGMENTATION_NAMES, "augment.sequence",
-                   f"unknown augmentation {name!r}; allowed: {', '.join(AUGMENTATION_NAMES)}")
+            check(name in AUGMENTATION_NAMES, "augment.sequence",
+                  f"unknown augmentation {name!r}; allowed: {', '.join(AUGMENTATION_NAMES)}")
         for name in self.params:
-            _check(name in AUGMENTATION_NAMES, f"augment.params.{name}",
-                   f"unknown augmentation; allowed: {', '.join(AUGMENTATION_NAMES)}")
-        _check(self.actors >= 0, "augment.actors", f"must be >= 0, got {self.actors}")
-        _check(self.cpus_per_actor > 0, "augment.cpus_per_actor",
-               f"must be > 0, got {self.cpus_per_actor}")
-        _check(self.actor_batch_size > 0, "augment.actor_batch_size",
-               f"must be > 0, got {self.actor_batch_size}")
+            check(name in AUGMENTATION_NAMES, f"augment.params.{name}",
+                  f"unknown augmentation; allowed: {', '.join(AUGMENTATION_NAMES)}")
+        check(self.actors >= 0, "augment.actors", f"must be >= 0, got {self.actors}")
+        check(self.cpus_per_actor > 0, "augment.cpus_per_actor",
+              f"must be > 0, got {self.cpus_per_actor}")
+        check(self.actor_batch_size > 0, "augment.actor_batch_size",
+              f"must be > 0, got {self.actor_batch_size}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,13 +165,13 @@ class ModelConfig:
     head: HeadStyle = "code"
 
     def __post_init__(self) -> None:
-        _check(self.width > 0, "model.width", f"must be > 0, got {self.width}")
-        _check(self.hidden_dim > 0, "model.hidden_dim", f"must be > 0, got {self.hidden_dim}")
-        _check(self.projection_dim > 0, "model.projection_dim",
-               f"must be > 0, got {self.projection_dim}")
+        check(self.width > 0, "model.width", f"must be > 0, got {self.width}")
+        check(self.hidden_dim > 0, "model.hidden_dim", f"must be > 0, got {self.hidden_dim}")
+        check(self.projection_dim > 0, "model.projection_dim",
+              f"must be > 0, got {self.projection_dim}")
         wanted = FRONTEND_ENCODERS[self.frontend]
-        _check(self.encoder == wanted, "model.encoder",
-               f"frontend {self.frontend!r} needs encoder {wanted!r}, got {self.encoder!r}")
+        check(self.encoder == wanted, "model.encoder",
+              f"frontend {self.frontend!r} needs encoder {wanted!r}, got {self.encoder!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,18 +207,18 @@ class ObjectiveConfig:
     kmix: bool = True
 
     def __post_init__(self) -> None:
-        _check(self.temperature is None or self.temperature > 0, "objective.temperature",
-               f"must be > 0 (or empty for the objective's own), got {self.temperature}")
-        _check(self.ce_weight >= 0, "objective.ce_weight", f"must be >= 0, got {self.ce_weight}")
-        _check(0.0 <= self.acl_alpha <= 1.0, "objective.acl_alpha",
-               f"must be in [0, 1], got {self.acl_alpha}")
-        _check(self.acl_margin >= 0, "objective.acl_margin", f"must be >= 0, got {self.acl_margin}")
-        _check(self.slicer_clusters >= 2, "objective.slicer_clusters",
-               f"must be >= 2, got {self.slicer_clusters}")
-        _check(self.slicer_cluster_temperature > 0, "objective.slicer_cluster_temperature",
-               f"must be > 0, got {self.slicer_cluster_temperature}")
-        _check(0.0 <= self.slicer_momentum < 1.0, "objective.slicer_momentum",
-               f"must be in [0, 1), got {self.slicer_momentum}")
+        check(self.temperature is None or self.temperature > 0, "objective.temperature",
+              f"must be > 0 (or empty for the objective's own), got {self.temperature}")
+        check(self.ce_weight >= 0, "objective.ce_weight", f"must be >= 0, got {self.ce_weight}")
+        check(0.0 <= self.acl_alpha <= 1.0, "objective.acl_alpha",
+              f"must be in [0, 1], got {self.acl_alpha}")
+        check(self.acl_margin >= 0, "objective.acl_margin", f"must be >= 0, got {self.acl_margin}")
+        check(self.slicer_clusters >= 2, "objective.slicer_clusters",
+              f"must be >= 2, got {self.slicer_clusters}")
+        check(self.slicer_cluster_temperature > 0, "objective.slicer_cluster_temperature",
+              f"must be > 0, got {self.slicer_cluster_temperature}")
+        check(0.0 <= self.slicer_momentum < 1.0, "objective.slicer_momentum",
+              f"must be in [0, 1), got {self.slicer_momentum}")
 
     @property
     def tau(self) -> float:
@@ -256,17 +255,17 @@ class OptimConfig:
     trust_coefficient: float | None = None
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
-        _check(self.reference_batch > 0, "optim.reference_batch",
-               f"must be > 0, got {self.reference_batch}")
-        _check(0.0 <= self.momentum < 1.0, "optim.momentum",
-               f"must be in [0, 1), got {self.momentum}")
-        _check(self.weight_decay >= 0, "optim.weight_decay",
-               f"must be >= 0, got {self.weight_decay}")
-        _check(self.warmup_epochs >= 0, "optim.warmup_epochs",
-               f"must be >= 0, got {self.warmup_epochs}")
-        _check(self.trust_coefficient is None or self.trust_coefficient > 0,
-               "optim.trust_coefficient", f"must be > 0 (or empty), got {self.trust_coefficient}")
+        check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        check(self.reference_batch > 0, "optim.reference_batch",
+              f"must be > 0, got {self.reference_batch}")
+        check(0.0 <= self.momentum < 1.0, "optim.momentum",
+              f"must be in [0, 1), got {self.momentum}")
+        check(self.weight_decay >= 0, "optim.weight_decay",
+              f"must be >= 0, got {self.weight_decay}")
+        check(self.warmup_epochs >= 0, "optim.warmup_epochs",
+              f"must be >= 0, got {self.warmup_epochs}")
+        check(self.trust_coefficient is None or self.trust_coefficient > 0,
+              "optim.trust_coefficient", f"must be > 0 (or empty), got {self.trust_coefficient}")
 
     @property
     def trust(self) -> float:
@@ -316,21 +315,21 @@ class TrainConfig:
     wait_for_resources_s: float = 0.0
 
     def __post_init__(self) -> None:
-        _check(self.epochs > 0, "train.epochs", f"must be > 0, got {self.epochs}")
-        _check(self.batch_size >= 2, "train.batch_size", f"must be >= 2, got {self.batch_size}")
-        _check(self.workers >= 1, "train.workers", f"must be >= 1, got {self.workers}")
-        _check(self.batch_size % self.workers == 0, "train.batch_size",
-               f"must be divisible by train.workers={self.workers}, got {self.batch_size}")
-        _check(self.cpus_per_worker > 0, "train.cpus_per_worker",
-               f"must be > 0, got {self.cpus_per_worker}")
-        _check(self.checkpoint_every >= 1, "train.checkpoint_every",
-               f"must be >= 1, got {self.checkpoint_every}")
-        _check(self.max_failures >= -1, "train.max_failures",
-               f"must be >= -1 (-1 = unlimited), got {self.max_failures}")
-        _check(self.wait_for_resources_s >= 0, "train.wait_for_resources_s",
-               f"must be >= 0, got {self.wait_for_resources_s}")
-        _check(self.log_every_steps >= 1, "train.log_every_steps",
-               f"must be >= 1, got {self.log_every_steps}")
+        check(self.epochs > 0, "train.epochs", f"must be > 0, got {self.epochs}")
+        check(self.batch_size >= 2, "train.batch_size", f"must be >= 2, got {self.batch_size}")
+        check(self.workers >= 1, "train.workers", f"must be >= 1, got {self.workers}")
+        check(self.batch_size % self.workers == 0, "train.batch_size",
+              f"must be divisible by train.workers={self.workers}, got {self.batch_size}")
+        check(self.cpus_per_worker > 0, "train.cpus_per_worker",
+              f"must be > 0, got {self.cpus_per_worker}")
+        check(self.checkpoint_every >= 1, "train.checkpoint_every",
+              f"must be >= 1, got {self.checkpoint_every}")
+        check(self.max_failures >= -1, "train.max_failures",
+              f"must be >= -1 (-1 = unlimited), got {self.max_failures}")
+        check(self.wait_for_resources_s >= 0, "train.wait_for_resources_s",
+              f"must be >= 0, got {self.wait_for_resources_s}")
+        check(self.log_every_steps >= 1, "train.log_every_steps",
+              f"must be >= 1, got {self.log_every_steps}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,15 +353,15 @@ class EvalConfig:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
-        _check(self.every_epochs >= 0, "eval.every_epochs",
-               f"must be >= 0, got {self.every_epochs}")
-        _check(self.probe_epochs > 0, "eval.probe_epochs",
-               f"must be > 0, got {self.probe_epochs}")
-        _check(self.probe_lr > 0, "eval.probe_lr", f"must be > 0, got {self.probe_lr}")
-        _check(self.probe_weight_decay >= 0, "eval.probe_weight_decay",
-               f"must be >= 0, got {self.probe_weight_decay}")
-        _check(self.knn_k >= 1, "eval.knn_k", f"must be >= 1, got {self.knn_k}")
-        _check(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.every_epochs >= 0, "eval.every_epochs",
+              f"must be >= 0, got {self.every_epochs}")
+        check(self.probe_epochs > 0, "eval.probe_epochs",
+              f"must be > 0, got {self.probe_epochs}")
+        check(self.probe_lr > 0, "eval.probe_lr", f"must be > 0, got {self.probe_lr}")
+        check(self.probe_weight_decay >= 0, "eval.probe_weight_decay",
+              f"must be >= 0, got {self.probe_weight_decay}")
+        check(self.knn_k >= 1, "eval.knn_k", f"must be >= 1, got {self.knn_k}")
+        check(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -383,160 +382,23 @@ class JobConfig:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        _check(not (self.objective.name == "slicer" and self.objective.kmix
-                    and self.model.frontend != "tf3"), "objective.kmix",
-               "k-mix mixes log-power spectrograms and needs model.frontend=tf3; set "
-               "objective.kmix=false for raw audio")
+        check(not (self.objective.name == "slicer" and self.objective.kmix
+                   and self.model.frontend != "tf3"), "objective.kmix",
+              "k-mix mixes log-power spectrograms and needs model.frontend=tf3; set "
+              "objective.kmix=false for raw audio")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the plain nested dict (lists, not tuples) that Ray and YAML take."""
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> JobConfig:
         """Build a config from a nested dict, rejecting unknown keys and bad values."""
-        return _build(cls, raw, prefix="")
+        return build(cls, raw)
 
     def replace(self, overrides: Iterable[str]) -> JobConfig:
         """Return a copy with ``section.key=value`` overrides applied (values parsed as YAML)."""
         return JobConfig.from_dict(apply_overrides(self.to_dict(), overrides))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _type_name(tp: Any) -> str:
-    if get_origin(tp) is Literal:
-        return " | ".join(repr(a) for a in get_args(tp))
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it in the dataclass's form."""
-    origin = get_origin(tp)
-    if origin is Literal:
-        allowed = get_args(tp)
-        _check(value in allowed, key,
-               f"must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        for arg in get_args(tp):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}: expected {tp}, got {value!r}")
-    if origin is tuple:
-        _check(isinstance(value, (list, tuple)), key,
-               f"expected a list, got {type(value).__name__} {value!r}")
-        (item_tp, _ellipsis) = get_args(tp)
-        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        _check(isinstance(value, Mapping), key,
-               f"expected a mapping, got {type(value).__name__} {value!r}")
-        key_tp, val_tp = get_args(tp)
-        return {_coerce(k, key_tp, key): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
-    if tp is Any:
-        return value
-    if tp is type(None):
-        _check(value is None, key, f"expected null, got {value!r}")
-        return value
-    if tp is bool:
-        _check(isinstance(value, bool), key, f"expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), key,
-               f"expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
-               f"expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        _check(isinstance(value, str), key, f"expected a string, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, prefix=key)
-    raise TypeError(f"{key}: unsupported annotation {tp!r}")  # a schema bug, not a user error
-
-
-def _build(cls: Any, raw: Any, prefix: str) -> Any:
-    where = prefix or "job"
-    _check(isinstance(raw, Mapping), where, f"expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        key = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
-        raise ConfigError(f"{key}: unknown key; allowed in {where}: {', '.join(sorted(fields))}")
-    kwargs = {
-        name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
-        for name, value in raw.items()
-    }
-    return cls(**kwargs)
-
-
-def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
-    """Parse ``a.b=value`` strings (values as YAML: ``3``, ``true``, ``[fade, time_mask]``).
-
-    One string may hold several pairs separated by whitespace outside brackets.
-    """
-    parsed: dict[str, Any] = {}
-    for text in pairs:
-        for pair in _split_pairs(text):
-            key, sep, value = pair.partition("=")
-            if not sep or not key:
-                raise ConfigError(f"override {pair!r}: expected section.key=value")
-            parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-    return parsed
-
-
-def _split_pairs(text: str) -> list[str]:
-    pairs: list[str] = []
-    current: list[str] = []
-    depth = 0
-    for char in text:
-        depth += char in "[{"
-        depth -= char in "]}"
-        if char.isspace() and depth == 0:
-            if current:
-                pairs.append("".join(current))
-                current = []
-            continue
-        current.append(char)
-    if current:
-        pairs.append("".join(current))
-    return pairs
-
-
-def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Return a deep copy of ``raw`` with dotted-key overrides set (unknown keys fail later)."""
-    out = _plain(dict(raw))
-    for dotted, value in parse_overrides(overrides).items():
-        set_leaf(out, dotted, value)
-    return out
-
-
-def set_leaf(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``tree[a][b] = value`` for ``dotted == "a.b"``, creating mappings on the way."""
-    node = tree
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{dotted}: {part!r} is a value, not a section")
-        node = child
-    node[leaf] = value
 
 
 def load_job(path: str | Path, overrides: Iterable[str] = ()) -> JobConfig:

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     from clar_ray.config import JobConfig
-    from clar_ray.train import ensure_ray, run_training
+    from clar_ray.resources import ensure_ray
+    from clar_ray.train import run_training
 
     data_dir = prepared_fsdd(args.fsdd, args.cache)
     base = JobConfig().replace([

@@ -1,15 +1,7 @@
-"""The files of a run directory, and the trained encoder saved for downstream use.
-
-    RUN_DIR/
-      config.yaml            the job as run (every default filled in)
-      plan.json              where the CPUs and GPUs went
-      checkpoint_*/state.pt  Ray Train checkpoints (model, optimiser, epoch, step)
-      tensorboard/           TensorBoard event files (rank 0)
-      metrics.jsonl          one JSON object per epoch: epoch, loss, views_per_s, lr, ...
-      encoder.pt             the final frontend settings and encoder weights
-      result.json            linear-probe and kNN accuracy of the final encoder
+"""The trained encoder saved for downstream use, and torch files of a run directory.
 
 ``encoder.pt`` holds only tensors and plain values, and is loaded with ``weights_only=True``.
+The names of a run directory's files are :mod:`clar_ray.rundir`'s (re-exported here).
 """
 
 from __future__ import annotations
@@ -22,20 +14,20 @@ from torch import nn
 
 from clar_ray import storage
 from clar_ray.config import JobConfig, ModelConfig
+from clar_ray.rundir import (
+    CONFIG_FILE,
+    ENCODER_FILE,
+    METRICS_FILE,
+    PLAN_FILE,
+    RESULT_FILE,
+    STATE_FILE,
+    TENSORBOARD_DIR,
+    run_file,
+)
 
-CONFIG_FILE = "config.yaml"
-PLAN_FILE = "plan.json"
-METRICS_FILE = "metrics.jsonl"
-ENCODER_FILE = "encoder.pt"
-RESULT_FILE = "result.json"
-TENSORBOARD_DIR = "tensorboard"
-STATE_FILE = "state.pt"
-
-
-def run_file(run_dir: str, name: str) -> str:
-    """Path of one file of a run directory."""
-    return storage.join_uri(run_dir, name)
-
+__all__ = ["CONFIG_FILE", "ENCODER_FILE", "METRICS_FILE", "PLAN_FILE", "RESULT_FILE",
+           "STATE_FILE", "TENSORBOARD_DIR", "load_encoder", "load_torch", "run_file",
+           "save_encoder", "save_torch"]
 
 def save_torch(path: str, value: Any) -> None:
     """``torch.save`` to a local path or a URI."""

@@ -153,19 +153,10 @@ def _connect(address: str | None) -> None:
     """Connect to ``address`` or RAY_ADDRESS when given (else the command starts a local Ray)."""
     import os
 
-    import ray
+    from clar_ray.resources import init_ray
 
-    from clar_ray import console
-
-    address = address or os.environ.get("RAY_ADDRESS")
-    if not address or ray.is_initialized():
-        return
-    if address.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"Ray address {address} is the job API (port 8265), which runs submitted jobs: run "
-            f"the command as `ray job submit --working-dir . -- clar-ray ...`, or unset "
-            f"RAY_ADDRESS to run it on this machine")
-    ray.init(address=address, **console.ray_init_kwargs())
+    if address or os.environ.get("RAY_ADDRESS"):
+        init_ray(address)
 
 
 def _load_job(path: str | None, overrides: Sequence[str]) -> Any:
@@ -290,7 +281,8 @@ def quickstart_job() -> Path:
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from clar_ray import storage
     from clar_ray.data.prepare import prepare_dataset
-    from clar_ray.train import ensure_ray, run_training
+    from clar_ray.resources import ensure_ray
+    from clar_ray.train import run_training
 
     out = Path(args.out).resolve()
     data_dir = str(out / "data")

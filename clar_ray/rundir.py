@@ -1,4 +1,25 @@
-"""Which files of a run directory clar-ray owns, and the rules for reusing one.
+"""The files of run and experiment directories, which of them clar-ray owns, and reuse rules.
+
+The names of every file clar-ray writes live here, in a module without torch or Ray, so that
+training, studies and their analysis read one list::
+
+    RUN_DIR/
+      .clar-ray-run          the marker (:data:`MARKER`)
+      config.yaml            the job as run (every default filled in)
+      plan.json              where the CPUs and GPUs went
+      checkpoint_*/state.pt  Ray Train checkpoints (model, optimiser, epoch, step)
+      tensorboard/           TensorBoard event files (rank 0)
+      metrics.jsonl          one JSON object per epoch: epoch, loss, views_per_s, lr, ...
+      encoder.pt             the final frontend settings and encoder weights
+      result.json            linear-probe and kNN accuracy of the final encoder
+      error.txt              why a study's trial failed
+
+    EXPERIMENT/              (``clar-ray tune``)
+      study.yaml             the tune file as resolved
+      trials.json            trial names, varied leaves and their jobs
+      runs/<trial>/          each trial's run directory
+      events/<trial>.jsonl   start / resume / skip / finished / failed, with times
+      tune_status.json       Tune's last word on every trial
 
 clar-ray never deletes or changes a file it did not write. A run directory is recognised by
 its marker file (:data:`MARKER`, written before anything else of the run), or, for runs of
@@ -24,25 +45,50 @@ from typing import Any
 import pyarrow.fs as pafs
 import yaml
 
-from clar_ray import artifacts, storage
+from clar_ray import storage
 from clar_ray.config import ConfigError, JobConfig
 
-__all__ = ["MARKER", "RESUMABLE", "check_resume", "check_run_dir", "clear_run", "is_owned",
-           "is_run", "mark_run", "prepare_run_dir"]
+__all__ = ["CONFIG_FILE", "ENCODER_FILE", "ERROR_FILE", "EVENTS_DIR", "MARKER", "METRICS_FILE",
+           "PLAN_FILE", "RESULT_FILE", "RESUMABLE", "RUNS_DIR", "STATE_FILE", "STUDY_FILE",
+           "TENSORBOARD_DIR", "TRIALS_FILE", "TUNE_STATUS_FILE", "check_resume",
+           "check_run_dir", "clear_run", "is_owned", "is_run", "mark_run", "prepare_run_dir",
+           "run_file"]
 
+# The files of a run directory.
 #: The marker file of a run directory (JSON: what wrote it).
 MARKER = ".clar-ray-run"
+CONFIG_FILE = "config.yaml"
+PLAN_FILE = "plan.json"
+METRICS_FILE = "metrics.jsonl"
+ENCODER_FILE = "encoder.pt"
+RESULT_FILE = "result.json"
+TENSORBOARD_DIR = "tensorboard"
+ERROR_FILE = "error.txt"
+#: The file of a checkpoint folder (``checkpoint_*/``).
+STATE_FILE = "state.pt"
+
+# The files of an experiment directory (``clar-ray tune``).
+RUNS_DIR = "runs"
+EVENTS_DIR = "events"
+TRIALS_FILE = "trials.json"
+STUDY_FILE = "study.yaml"
+TUNE_STATUS_FILE = "tune_status.json"
+
 #: Entries clar-ray and Ray Train write in a run directory (glob patterns on the base name).
-OWNED = (MARKER, artifacts.CONFIG_FILE, artifacts.PLAN_FILE, artifacts.METRICS_FILE,
-         artifacts.ENCODER_FILE, artifacts.RESULT_FILE, artifacts.TENSORBOARD_DIR,
-         "checkpoint_*", "checkpoint_manager_snapshot.json", ".validate_storage_marker",
-         "crashed-once", "error.txt")
+OWNED = (MARKER, CONFIG_FILE, PLAN_FILE, METRICS_FILE, ENCODER_FILE, RESULT_FILE,
+         TENSORBOARD_DIR, "checkpoint_*", "checkpoint_manager_snapshot.json",
+         ".validate_storage_marker", "crashed-once", ERROR_FILE)
 #: Config leaves (and sections, ending in ``.``) that may differ on ``--resume``: how long,
 #: how often to checkpoint, log and probe, and where the work runs; never what is learned.
 RESUMABLE = ("name", "train.epochs", "train.max_failures", "train.wait_for_resources_s",
              "train.checkpoint_every", "train.log_every_steps", "train.node_labels",
              "train.cpus_per_worker", "train.use_gpu", "augment.actors",
              "augment.cpus_per_actor", "augment.node_labels", "eval.")
+
+
+def run_file(run_dir: str, name: str) -> str:
+    """Path of one file of a run directory."""
+    return storage.join_uri(run_dir, name)
 
 
 def is_owned(name: str) -> bool:
@@ -58,19 +104,19 @@ def _entries(run_dir: str) -> list[pafs.FileInfo]:
 def is_run(run_dir: str) -> bool:
     """True if ``run_dir`` holds a clar-ray run (its marker, or an older run's files)."""
     names = {info.base_name for info in _entries(run_dir)}
-    return MARKER in names or {artifacts.CONFIG_FILE, artifacts.PLAN_FILE} <= names
+    return MARKER in names or {CONFIG_FILE, PLAN_FILE} <= names
 
 
 def mark_run(run_dir: str) -> None:
     """Write the marker that makes ``run_dir`` a run directory clar-ray may clear later."""
     from clar_ray import __version__
 
-    storage.write_json(artifacts.run_file(run_dir, MARKER),
+    storage.write_json(run_file(run_dir, MARKER),
                        {"kind": "run", "written_by": f"clar-ray {__version__}"})
 
 
 def _has_training(names: set[str]) -> bool:
-    return artifacts.ENCODER_FILE in names or any(n.startswith("checkpoint_") for n in names)
+    return ENCODER_FILE in names or any(n.startswith("checkpoint_") for n in names)
 
 
 def clear_run(run_dir: str) -> list[str]:
@@ -153,9 +199,9 @@ def check_resume(run_dir: str, job: JobConfig) -> None:
     Raises:
         ConfigError: naming the first leaf that differs, both values and what may change.
     """
-    path = artifacts.run_file(run_dir, artifacts.CONFIG_FILE)
+    path = run_file(run_dir, CONFIG_FILE)
     if not storage.exists(path):
-        raise FileNotFoundError(f"--resume: {run_dir} has no {artifacts.CONFIG_FILE}")
+        raise FileNotFoundError(f"--resume: {run_dir} has no {CONFIG_FILE}")
     try:
         old = dict(_leaves(yaml.safe_load(storage.read_text(path)) or {}))
     except yaml.YAMLError as err:

@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import itertools
 import json
-import math
 import os
 import tempfile
 import time
@@ -38,6 +37,7 @@ from clar_ray.config import JobConfig, dump_job
 from clar_ray.data.manifest import Manifest
 from clar_ray.methods import build_method, unwrap
 from clar_ray.optim import LarsAdam, lars, schedule
+from clar_ray.resources import cluster_plan, ensure_ray, steps_per_epoch
 
 #: Key of ``train_loop_config`` that makes rank 0 kill its own process once, after the
 #: checkpoint of the given epoch (fault-tolerance tests).
@@ -69,17 +69,6 @@ def _make_optimizer(job: JobConfig, model: torch.nn.Module, lr: float) -> torch.
     if job.optim.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=job.optim.momentum)
     return torch.optim.AdamW(groups, lr=lr)
-
-
-def steps_per_epoch(rows: int, batch_size: int, workers: int) -> int:
-    """Optimiser steps per epoch: each worker gets rows // workers rows, drops the last batch."""
-    local = batch_size // workers
-    steps = (rows // workers) // local
-    if steps < 1:
-        raise ValueError(
-            f"train.batch_size={batch_size} is larger than the {rows} training rows split over "
-            f"{workers} worker(s): lower train.batch_size")
-    return steps
 
 
 class _Logger:
@@ -326,66 +315,6 @@ def run_id_for(run_dir: str) -> str:
     return hashlib.sha1(run_dir.encode()).hexdigest()[:12]
 
 
-def local_cpus(job: JobConfig) -> int:
-    """Logical CPUs to declare for a local Ray: the machine's cores plus the train workers'.
-
-    Ray Train reserves its workers' CPUs before Ray Data gets any; declaring them on top of
-    the cores keeps the augmentation actors and reads schedulable on small machines. Whether
-    the workers fit the machine at all is :func:`clar_ray.preflight.check_local_fit`'s call.
-    """
-    return (os.cpu_count() or 1) + math.ceil(job.train.workers * job.train.cpus_per_worker)
-
-
-#: The Ray namespace of clar-ray's drivers (its named actors, e.g. the stream's epoch clock).
-RAY_NAMESPACE = "clar-ray"
-
-
-class RayStartError(RuntimeError):
-    """Ray could not be started or reached."""
-
-
-def ensure_ray(job: JobConfig, address: str | None = None, *,
-               num_cpus: int | None = None) -> None:
-    """Connect to ``address`` (or RAY_ADDRESS), or start a local Ray sized for the job.
-
-    ``num_cpus`` overrides the local size (:func:`local_cpus` of the job). Ray's logs follow
-    :func:`clar_ray.console.quiet_ray`.
-
-    Raises:
-        PreflightError: A local start for a GPU job on a machine without enough GPUs.
-        RayStartError: Ray did not start, or the address could not be reached (one line).
-    """
-    import ray
-
-    from clar_ray import console, preflight
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    address = address or os.environ.get("RAY_ADDRESS")
-    if not address:
-        preflight.check_local_gpus(job)  # before a local Ray starts (tune, quickstart too)
-    try:
-        if address:
-            ray.init(address=address, namespace=RAY_NAMESPACE, **console.ray_init_kwargs())
-        else:
-            ray.init(address="local", num_cpus=num_cpus or local_cpus(job),
-                     include_dashboard=False, namespace=RAY_NAMESPACE,
-                     **console.ray_init_kwargs())
-    except Exception as err:  # ConnectionError, TimeoutError, RuntimeError, ValueError...
-        where = f"the Ray cluster at {address}" if address else "a local Ray"
-        hint = ("check --address / RAY_ADDRESS (ray://HOST:10001 or a head's HOST:6379; "
-                "http://...:8265 is for `ray job submit` only)" if address
-                else "check `ray status`, free memory and /tmp space")
-        first = (str(err).strip().splitlines() or [""])[0]
-        raise RayStartError(f"could not start or reach {where} ({type(err).__name__}: "
-                            f"{first}): {hint}") from err
-    if address:  # Ray's own "Connecting to existing Ray cluster" line is off with its INFO logs
-        print(f"Ray: connected to the cluster at {ray.get_runtime_context().gcs_address}",
-              flush=True)
-    console.quiet_data_context()
-
-
 def prepare_run_dir(run_dir: str, job: JobConfig, *, resume: bool, overwrite: bool) -> None:
     """Reuse a run directory only as :mod:`clar_ray.rundir` allows (clears only its own files)."""
     rundir.prepare_run_dir(run_dir, job, resume=resume, overwrite=overwrite)
@@ -422,12 +351,7 @@ def run_training(job: JobConfig, run_dir: str, *, resume: bool = False, overwrit
 
     from clar_ray import console, preflight
     from clar_ray.augment import place
-    from clar_ray.data.stream import (
-        build_train_stream,
-        cluster_plan,
-        get_or_create_clock,
-        ingest_config,
-    )
+    from clar_ray.data.stream import build_train_stream, get_or_create_clock, ingest_config
 
     run_dir = storage.absolute(run_dir)
     # Everything that can be checked without Ray, before Ray starts a worker.

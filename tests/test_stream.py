@@ -12,13 +12,8 @@ import ray
 from clar_ray.config import JobConfig
 from clar_ray.data.manifest import load_split
 from clar_ray.data.prepare import prepare_dataset
-from clar_ray.data.stream import (
-    ResourcePlan,
-    ResourcePlanError,
-    build_train_stream,
-    cluster_plan,
-    get_or_create_clock,
-)
+from clar_ray.data.stream import build_train_stream, get_or_create_clock
+from clar_ray.resources import ResourcePlan, ResourcePlanError, cluster_plan
 
 
 @pytest.fixture(scope="module")

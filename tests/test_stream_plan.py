@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from clar_ray.config import JobConfig
-from clar_ray.data.stream import ResourcePlanError, labelled_ids, plan_resources
+from clar_ray.data.stream import labelled_ids
+from clar_ray.resources import ResourcePlanError, plan_resources
 
 
 def _job(**overrides: object) -> JobConfig:
@@ -69,7 +70,7 @@ def test_plan_waits_for_the_autoscaler_only_when_asked(monkeypatch: pytest.Monke
     import ray
     import ray.autoscaler.sdk
 
-    from clar_ray.data import stream
+    from clar_ray import resources
 
     sizes = iter([0.0, 0.0, 8.0])
     requested: list[list[dict]] = []
@@ -77,11 +78,11 @@ def test_plan_waits_for_the_autoscaler_only_when_asked(monkeypatch: pytest.Monke
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 8.0}}])
     monkeypatch.setattr(ray.autoscaler.sdk, "request_resources",
                         lambda bundles, **_: requested.append(bundles))
-    plan = stream.cluster_plan(_job(**{"train.wait_for_resources_s": 60}), poll_s=0.0)
+    plan = resources.cluster_plan(_job(**{"train.wait_for_resources_s": 60}), poll_s=0.0)
     assert plan.actors >= 1 and len(requested) == 1 and requested[0][0] == {"CPU": 1.0}
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 0.0})
     with pytest.raises(ResourcePlanError, match="the cluster has 0"):
-        stream.cluster_plan(_job(), poll_s=0.0)
+        resources.cluster_plan(_job(), poll_s=0.0)
 
 
 def test_prepared_shards_are_not_sorted_by_class(tmp_path) -> None:

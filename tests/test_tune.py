@@ -21,10 +21,8 @@ import yaml
 
 from clar_ray import tune
 from clar_ray.config import AUGMENTATION_NAMES, ConfigError, JobConfig, load_job
-from clar_ray.data.stream import ResourcePlanError
-from clar_ray.tune import (
-    HEADROOM_CPUS,
-    TRIAL_CPUS,
+from clar_ray.resources import DRIVER_CPUS, TRIAL_CPUS, ResourcePlanError, plan_study
+from clar_ray.study import (
     TuneSpec,
     augmentation_pairs,
     expand_trials,
@@ -33,7 +31,6 @@ from clar_ray.tune import (
     label_fractions,
     load_tune,
     parse_tune,
-    plan_study,
     trial_name,
 )
 
@@ -239,7 +236,7 @@ def test_concurrency_is_what_fits_and_actors_share_the_rest() -> None:
     assert plan.concurrency == 4  # (10 - 1 headroom) // (1 worker + 1 actor + 0.01)
     busy = sum(p.workers * p.cpus_per_worker + p.actors * p.cpus_per_actor + TRIAL_CPUS
                for p in plan.plans[:plan.concurrency])
-    assert busy <= 10 - HEADROOM_CPUS
+    assert busy <= 10 - DRIVER_CPUS
     assert all(p.actors == 1 for p in plan.plans)
     wide = plan_study(jobs[:2], cluster_cpus=10, cluster_gpus=0)
     assert wide.concurrency == 2 and wide.plans[0].actors == 3  # 4.5 each: 1 worker + 3 actors

@@ -19,7 +19,6 @@ Every file is accounted for: it becomes a row or an entry of ``skipped`` with it
 from __future__ import annotations
 
 import math
-import os
 import posixpath
 import sys
 import time
@@ -340,13 +339,9 @@ def _run_ray(
     """Decode and write every split on Ray; returns (skipped path → reason, silent paths)."""
     import ray
 
-    from clar_ray import console
+    from clar_ray.resources import init_ray
 
-    own_session = not ray.is_initialized()
-    if own_session:  # RAY_ADDRESS, else a new local Ray (never another user's local cluster)
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
-                 runtime_env={"env_vars": _THREAD_ENV}, **console.ray_init_kwargs())
-        console.quiet_data_context()
+    own_session = init_ray(env_vars=_THREAD_ENV)  # RAY_ADDRESS, else a new local Ray
     collector: Any = ray.remote(num_cpus=0)(_Collector).remote()
     try:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -1,8 +1,8 @@
 """The training stream: Parquet shards → label-fraction mask → two augmented views, on Ray Data.
 
 One Ray Data execution serves the whole run, every epoch of it, so its augmentation actors start
-once and stay busy across epoch boundaries (a fresh execution per epoch cost 9-36 s of start-up
-on 2 cores: file listing, new actor processes, imports):
+once and stay busy across epoch boundaries (a fresh execution per epoch would list the files,
+start new actor processes and import again every epoch):
 
     from_items: one row per (pass, shard file), files in a seeded order per pass
       → AugmentViews actors (a fixed pool of CPU actors), one file per call: read it, put its
@@ -18,19 +18,16 @@ batch is asked for, and the actors add it to each file's pass number (0 for the 
 The order files are handed out in is seeded by the pass, not the epoch (the driver builds it
 before the clock is set); the order of rows and the views follow the epoch.
 
-Resource planning (:func:`plan_resources`) derives the number of augmentation actors from the
-cluster and fails at once, naming what is missing, when the plan cannot fit.
+The number of augmentation actors comes from :func:`clar_ray.resources.plan_resources`, which
+fails at once, naming what is missing, when the plan cannot fit the cluster.
 
 Letters: B rows in a batch, T samples in a clip, E epochs.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -38,160 +35,11 @@ import numpy as np
 
 from clar_ray.config import JobConfig
 from clar_ray.data.manifest import Manifest, load_split, pcm_from_arrow
+from clar_ray.resources import ResourcePlan
 from clar_ray.storage import resolve_filesystem
 
-#: Logical CPUs a plan leaves free beside its workers and actors. The stream starts no tasks
-#: (its actors read the shards), but its driver side does run on CPUs: Ray Data's executor,
-#: the split coordinator and Ray Data's stats and autoscaling actors.
-READ_CPUS = 1.0
 #: Seconds Ray Data waits for the augmentation actors before it gives up with an error.
 ACTOR_START_TIMEOUT_S = 120.0
-
-
-class ResourcePlanError(RuntimeError):
-    """A training plan that cannot fit the cluster it was given."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ResourcePlan:
-    """Where the CPUs and GPUs of a training run go.
-
-    Attributes:
-        workers: Ray Train workers.
-        cpus_per_worker: Logical CPUs per training worker.
-        gpus_per_worker: GPUs per training worker (0 or 1).
-        actors: Augmentation actors of the stream.
-        cpus_per_actor: Logical CPUs per augmentation actor.
-        read_cpus: Logical CPUs left free for the stream's driver side (:data:`READ_CPUS`).
-    """
-
-    workers: int
-    cpus_per_worker: float
-    gpus_per_worker: int
-    actors: int
-    cpus_per_actor: float
-    read_cpus: float = READ_CPUS
-
-    @property
-    def cpus(self) -> float:
-        """Logical CPUs the whole plan needs at once."""
-        return (self.workers * self.cpus_per_worker + self.actors * self.cpus_per_actor
-                + self.read_cpus)
-
-    def describe(self) -> str:
-        """One line for logs."""
-        gpu = f" + {self.gpus_per_worker} GPU" if self.gpus_per_worker else ""
-        return (f"{self.workers} train worker(s) × ({self.cpus_per_worker:g} CPU{gpu}), "
-                f"{self.actors} augmentation actor(s) × {self.cpus_per_actor:g} CPU, "
-                f"stream driver {self.read_cpus:g} CPU — {self.cpus:g} CPUs in all")
-
-
-def plan_resources(
-    config: JobConfig,
-    *,
-    cluster_cpus: float,
-    cluster_gpus: float,
-    node_resources: Sequence[Mapping[str, float]] | None = None,
-) -> ResourcePlan:
-    """Fit the job's training workers and augmentation actors into a cluster.
-
-    Args:
-        config: The job.
-        cluster_cpus: Logical CPUs in the cluster (``ray.cluster_resources()["CPU"]``).
-        cluster_gpus: GPUs in the cluster.
-        node_resources: Resources of each alive node, to check that every training worker
-            fits on one node; None skips that check.
-
-    Returns:
-        The plan. With ``augment.actors == 0`` every CPU left after the training workers and
-        the reads goes to augmentation actors (at least one).
-
-    Raises:
-        ResourcePlanError: When the workers, their GPUs or one augmentation actor do not fit;
-            the message says what is missing.
-    """
-    train, augment = config.train, config.augment
-    gpus_per_worker = 1 if train.use_gpu else 0
-    if train.use_gpu and cluster_gpus < train.workers:
-        raise ResourcePlanError(
-            f"train.workers={train.workers} with train.use_gpu needs {train.workers} GPU(s); "
-            f"the cluster has {cluster_gpus:g}. Lower train.workers or add GPU nodes.")
-    train_cpus = train.workers * train.cpus_per_worker
-    left = cluster_cpus - train_cpus - READ_CPUS
-    if augment.actors:
-        actors = augment.actors
-    else:
-        actors = max(1, math.floor(left / augment.cpus_per_actor + 1e-9))
-    plan = ResourcePlan(train.workers, train.cpus_per_worker, gpus_per_worker, actors,
-                        augment.cpus_per_actor)
-    if plan.cpus > cluster_cpus + 1e-9:
-        raise ResourcePlanError(
-            f"the plan needs {plan.cpus:g} CPUs ({plan.describe()}) but the cluster has "
-            f"{cluster_cpus:g}: lower train.workers, train.cpus_per_worker, augment.actors "
-            f"or augment.cpus_per_actor, or add CPUs")
-    if node_resources is not None:
-        _check_workers_fit_nodes(plan, node_resources)
-    return plan
-
-
-def _check_workers_fit_nodes(plan: ResourcePlan, nodes: Sequence[Mapping[str, float]]) -> None:
-    free = [dict(node) for node in nodes]
-    for index in range(plan.workers):
-        for node in free:
-            if (node.get("CPU", 0.0) + 1e-9 >= plan.cpus_per_worker
-                    and node.get("GPU", 0.0) + 1e-9 >= plan.gpus_per_worker):
-                node["CPU"] = node.get("CPU", 0.0) - plan.cpus_per_worker
-                node["GPU"] = node.get("GPU", 0.0) - plan.gpus_per_worker
-                break
-        else:
-            raise ResourcePlanError(
-                f"training worker {index + 1} of {plan.workers} needs {plan.cpus_per_worker:g} "
-                f"CPU and {plan.gpus_per_worker} GPU on one node, and no node has that left")
-
-
-def cluster_plan(config: JobConfig, *, poll_s: float = 5.0) -> ResourcePlan:
-    """:func:`plan_resources` against the connected Ray cluster.
-
-    With ``train.wait_for_resources_s > 0`` a plan that does not fit yet asks the autoscaler
-    for its bundles and is checked again until it fits or the time is up; otherwise (the
-    default) it fails at once.
-    """
-    import ray
-
-    deadline = time.monotonic() + config.train.wait_for_resources_s
-    requested = False
-    while True:
-        total = ray.cluster_resources()
-        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-        try:
-            return plan_resources(config, cluster_cpus=total.get("CPU", 0.0),
-                                  cluster_gpus=total.get("GPU", 0.0), node_resources=nodes)
-        except ResourcePlanError as err:
-            if time.monotonic() >= deadline:
-                if requested:
-                    raise ResourcePlanError(
-                        f"{err} (after waiting train.wait_for_resources_s="
-                        f"{config.train.wait_for_resources_s:g} s for the autoscaler)") from None
-                raise
-        if not requested:
-            _request_bundles(config)
-            requested = True
-        time.sleep(poll_s)
-
-
-def _request_bundles(config: JobConfig) -> None:
-    """Ask the autoscaler for the training workers and augmentation actors of a job."""
-    from ray.autoscaler.sdk import request_resources
-
-    train, augment = config.train, config.augment
-    worker = {"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {})}
-    bundles = [worker] * train.workers + [{"CPU": augment.cpus_per_actor}] * max(1, augment.actors)
-    selectors = ([dict(train.node_labels)] * train.workers
-                 + [dict(augment.node_labels)] * max(1, augment.actors))
-    if any(selectors):
-        request_resources(bundles=bundles, bundle_label_selectors=selectors)
-    else:
-        request_resources(bundles=bundles)
 
 
 def labelled_ids(sample_ids: np.ndarray, labels: np.ndarray, fraction: float,
@@ -272,8 +120,8 @@ def read_shard(path: str, *, filesystem: Any, seed: int, epoch: int, salt: int) 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    # One thread: an actor has one core, and Arrow's pool of one thread per core fought the
-    # other actors for it (an FSDD epoch read in 0.38 s this way against 0.60 s threaded).
+    # One thread: an actor has one core, and Arrow's pool of one thread per core would fight
+    # the other actors for it.
     table = pq.read_table(path, filesystem=filesystem, columns=["sample_id", "pcm", "label"],
                           use_threads=False)
     return table.take(pa.array(epoch_order(table.num_rows, seed, epoch, salt)))

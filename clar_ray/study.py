@@ -37,9 +37,8 @@ from clar_ray.config import (
     LABEL_FREE_OBJECTIVES,
     ConfigError,
     JobConfig,
-    parse_overrides,
-    set_leaf,
 )
+from clar_ray.overrides import parse_overrides, set_leaf
 
 __all__ = ["SCHEDULER_METRICS", "STUDIES", "TUNE_KEYS", "Params", "Scheduler", "Study", "Trial",
            "TuneSpec", "augmentation_pairs", "expand_trials", "grid_params", "input_types",

@@ -93,14 +93,14 @@ def _broken_folder(root: Path) -> dict[str, str | None]:
 @pytest.fixture
 def locked_folder(monkeypatch):
     """Make folders named 'locked' unreadable: chmod when we are not root, else refuse listing."""
-    real = recipes._list_dir
+    real = recipes.base._list_dir
 
     def refuse(fs, path):
         if path.rstrip("/").endswith("/locked"):
             raise PermissionError(13, "Permission denied", path)
         return real(fs, path)
 
-    monkeypatch.setattr(recipes, "_list_dir", refuse)
+    monkeypatch.setattr(recipes.base, "_list_dir", refuse)
 
 
 def test_broken_files_are_all_accounted_for(tmp_path: Path, locked_folder):

@@ -130,15 +130,15 @@ def test_grouped_split_keeps_groups_together():
 
 def test_walk_records_unreadable_folders(tmp_path: Path, monkeypatch):
     _tree(tmp_path, ["a/1.wav", "locked/2.wav", "b/c/3.wav"])
-    real = recipes._list_dir
+    real = recipes.base._list_dir
 
     def fake(fs, path):
         if path.endswith("/locked"):
             raise PermissionError(13, "Permission denied", path)
         return real(fs, path)
 
-    monkeypatch.setattr(recipes, "_list_dir", fake)
-    source = recipes._Source.open(str(tmp_path))
+    monkeypatch.setattr(recipes.base, "_list_dir", fake)
+    source = recipes.Source.open(str(tmp_path))
     files, skipped = recipes.walk_files(source)
     assert [f for f, _ in files] == ["a/1.wav", "b/c/3.wav"]
     assert skipped == [{"path": "locked/", "reason": skipped[0]["reason"]}]
@@ -343,7 +343,7 @@ def test_speechcommands_downloads_once_with_a_mocked_fetch(tmp_path: Path, monke
         calls.append(url)
         Path(dest).write_bytes(archive.getvalue())
 
-    monkeypatch.setattr(recipes, "_fetch_url", fake_fetch)
+    monkeypatch.setattr(recipes.speechcommands, "_fetch_url", fake_fetch)
     cache = tmp_path / "cache"
     listing = list_recipe("speechcommands", None, {"download_dir": str(cache)})
     assert calls == [recipes.SPEECH_COMMANDS_URL]
@@ -357,7 +357,7 @@ def test_speechcommands_download_failure_is_explained(tmp_path: Path, monkeypatc
     def offline(url, dest):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(recipes, "_fetch_url", offline)
+    monkeypatch.setattr(recipes.speechcommands, "_fetch_url", offline)
     with pytest.raises(RuntimeError, match="could not download .*unreachable.*pass the folder"):
         list_recipe("speechcommands", None, {"download_dir": str(tmp_path)})
 
@@ -452,4 +452,4 @@ def test_remote_filesystems_are_listed_through_pyarrow(tmp_path: Path, monkeypat
     _tree(tmp_path, ["a/1.wav", "b/2.wav"])
     listing = list_recipe("folder", f"file://{tmp_path}", {"test_fraction": "0"})
     assert [e.path for e in listing.entries] == ["a/1.wav", "b/2.wav"]
-    assert isinstance(recipes._Source.open(f"file://{tmp_path}").fs, pafs.LocalFileSystem)
+    assert isinstance(recipes.Source.open(f"file://{tmp_path}").fs, pafs.LocalFileSystem)

@@ -30,7 +30,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import ray  # noqa: E402
 
-from clar_ray.data.prepare import _FileLoader, prepare_dataset  # noqa: E402
+from clar_ray.data.decode_task import FileLoader  # noqa: E402
+from clar_ray.data.prepare import prepare_dataset  # noqa: E402
 from clar_ray.data.recipes import list_recipe  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -58,7 +59,7 @@ def subset(source: Path, pattern: str, n: int, into: Path) -> Path:
 def serial_seconds(recipe: str, source: Path) -> tuple[int, float]:
     """Decode every clip in this process, no Ray; returns (clips, seconds)."""
     listing = list_recipe(recipe, str(source), None)
-    loader = _FileLoader(listing.root)
+    loader = FileLoader(listing.root)
     t0 = time.perf_counter()
     for entry in listing.entries:
         loader.load(entry.path, 16000, 16000)

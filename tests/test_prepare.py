@@ -307,16 +307,16 @@ def test_philharmonia_real_dataset(tmp_path: Path, shared_data: Path):
 
 
 def test_file_loader_streams_big_files_like_small_ones(tmp_path: Path, monkeypatch):
-    from clar_ray.data import prepare
+    from clar_ray.data import decode_task
 
     _write(tmp_path / "a b" / "x.wav", _sine(44100, 5.0, channels=2), 44100)
-    loader = prepare._FileLoader(str(tmp_path))
+    loader = decode_task.FileLoader(str(tmp_path))
     in_memory = loader.load("a b/x.wav", SR, SR)
-    monkeypatch.setattr(prepare, "_IN_MEMORY_BYTES", 1000)  # now streamed from the open file
+    monkeypatch.setattr(decode_task, "IN_MEMORY_BYTES", 1000)  # now streamed from the open file
     streamed = loader.load("a b/x.wav", SR, SR)
     np.testing.assert_array_equal(in_memory, streamed)
     assert in_memory.shape == (SR,) and in_memory.dtype == np.int16
-    with pytest.raises(prepare.AudioError, match="cannot open"):
+    with pytest.raises(decode_task.AudioError, match="cannot open"):
         loader.load("a b/missing.wav", SR, SR)
 
 

@@ -1,9 +1,10 @@
 """``clar-ray prepare``: decode a dataset once into Parquet shards plus ``manifest.json``, on Ray.
 
-The driver lists the source through ``pyarrow.fs`` (``recipes.py``); Ray Data tasks read each
-file's bytes through ``pyarrow.fs``, decode it with soundfile, mix to mono, resample with soxr and
-pad/crop (``audio.py``); each split is written with ``Dataset.write_parquet(mode="overwrite")``
-under ``OUT/<split>/``; the manifest is written last, so a folder without one is not a dataset.
+The driver lists the source through ``pyarrow.fs`` (``recipes/``); Ray Data tasks
+(``decode_task.py``) read each file's bytes through ``pyarrow.fs``, decode it with soundfile, mix
+to mono, resample with soxr and pad/crop (``audio.py``); each split is written with
+``Dataset.write_parquet(mode="overwrite")`` under ``OUT/<split>/``; the manifest is written last,
+so a folder without one is not a dataset.
 
 Every file is accounted for: it becomes a row or an entry of ``skipped`` with its reason
 (``rows + skipped == files listed``). ``strict=True`` turns any skip into an error. Decisions:
@@ -25,37 +26,29 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import lru_cache
 from typing import Any, cast
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from clar_ray.data.audio import AudioError, condition, decode, is_silent
+from clar_ray.data.decode_task import Collector, FileLoader, SyntheticLoader, decode_rows
 from clar_ray.data.manifest import (
     MANIFEST_NAME,
     Manifest,
     ManifestError,
     SplitInfo,
-    pcm_to_arrow,
-    row_schema,
     sample_id_for,
 )
 from clar_ray.data.recipes import Listing, get_recipe, list_recipe, resolve_options
-from clar_ray.data.synthetic import SyntheticSpec
 from clar_ray.storage import resolve_filesystem
 
 __all__ = ["PrepareError", "format_summary", "prepare_dataset"]
 
-#: Files read whole into memory up to this size; larger ones are streamed (random access).
-_IN_MEMORY_BYTES = 8 << 20
-#: Decode workers never need more than one thread per library (set when we start Ray).
 #: Fewest files one decode task gets (tiny shards cost more to read than they save).
 _MIN_FILES_PER_TASK = 64
+#: Decode workers never need more than one thread per library (set when we start Ray).
 _THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
@@ -69,115 +62,6 @@ class PrepareError(RuntimeError):
     def __init__(self, message: str, skipped: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)
         self.skipped = list(skipped or [])
-
-
-# ---------------------------------------------------------------- loading one clip (in workers)
-
-
-@dataclass(frozen=True)
-class _FileLoader:
-    root: str  # absolute local path or URI
-
-    def load(self, rel: str, sample_rate: int, clip_samples: int) -> np.ndarray:
-        fs, base = _filesystem(self.root)
-        try:
-            f = fs.open_input_file(posixpath.join(base, rel))
-        except OSError as e:
-            raise AudioError(f"cannot open: {' '.join(str(e).split())}") from e
-        with f:
-            size = f.size()
-            if size == 0:
-                raise AudioError("empty file (0 bytes)")
-            data: Any = f.read() if size <= _IN_MEMORY_BYTES else f
-            decoded = decode(data, max_seconds=clip_samples / sample_rate)
-        return condition(
-            decoded.samples,
-            decoded.sample_rate,
-            target_rate_hz=sample_rate,
-            num_samples=clip_samples,
-        )
-
-
-@dataclass(frozen=True)
-class _SyntheticLoader:
-    spec: SyntheticSpec
-
-    def load(self, rel: str, sample_rate: int, clip_samples: int) -> np.ndarray:
-        wave = self.spec.render_path(rel, sample_rate=sample_rate, num_samples=clip_samples)
-        return condition(wave, sample_rate, target_rate_hz=sample_rate, num_samples=clip_samples)
-
-
-@lru_cache(maxsize=8)
-def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
-    return resolve_filesystem(root)
-
-
-def decode_rows(
-    batch: pa.Table,
-    *,
-    loader: _FileLoader | _SyntheticLoader,
-    sample_rate: int,
-    clip_samples: int,
-    collector: Any = None,
-) -> pa.Table:
-    """Ray Data UDF: rows ``(sample_id, path, label, split)`` → prepared rows (``row_schema``).
-
-    Files that fail become ``{"path", "reason"}`` records sent to ``collector`` (a ``_Collector``
-    actor), together with the paths of silent clips; they never raise.
-    """
-    paths = batch.column("path").to_pylist()
-    keep: list[int] = []
-    clips: list[np.ndarray] = []
-    skipped: list[dict[str, str]] = []
-    silent: list[str] = []
-    for i, rel in enumerate(paths):
-        try:
-            pcm = loader.load(rel, sample_rate, clip_samples)
-        except AudioError as e:
-            skipped.append({"path": rel, "reason": e.reason})
-            continue
-        except Exception as e:  # a bad file must never stop the run: record it
-            skipped.append({"path": rel, "reason": f"unexpected {type(e).__name__}: {e}"[:300]})
-            continue
-        keep.append(i)
-        clips.append(pcm)
-        if is_silent(pcm):
-            silent.append(rel)
-    if collector is not None and (skipped or silent):
-        import ray
-
-        ray.get(collector.add.remote(skipped, silent))
-    schema = row_schema(clip_samples)
-    if not keep:
-        return schema.empty_table()
-    take = pa.array(keep, type=pa.int64())
-    pcm_array = pcm_to_arrow(np.stack(clips))  # (N, T) int16 as 2T bytes a row
-    return pa.Table.from_arrays(
-        [
-            batch.column("sample_id").take(take).cast(pa.int64()),
-            pcm_array,
-            batch.column("label").take(take).cast(pa.int64()),
-            batch.column("split").take(take).cast(pa.string()),
-            batch.column("path").take(take).cast(pa.string()),
-        ],
-        schema=schema,
-    )
-
-
-class _Collector:
-    """Ray actor gathering skip records and silent paths from decode tasks."""
-
-    def __init__(self) -> None:
-        self.skipped: dict[str, str] = {}
-        self.silent: set[str] = set()
-
-    def add(self, skipped: list[dict[str, str]], silent: list[str]) -> None:
-        for s in skipped:  # keyed by path: a retried task does not count twice
-            self.skipped[s["path"]] = s["reason"]
-        self.silent.update(silent)
-
-    def get(self) -> tuple[dict[str, str], list[str]]:
-        return self.skipped, sorted(self.silent)
 
 
 # ---------------------------------------------------------------- the driver
@@ -252,8 +136,8 @@ def prepare_dataset(
     _clear_output(out_fs, out_path)
     label_index = {name: i for i, name in enumerate(listing.labels)}
     rows_by_split = _rows_by_split(listing, label_index)
-    loader: _FileLoader | _SyntheticLoader = (
-        _SyntheticLoader(listing.synthetic) if listing.synthetic else _FileLoader(listing.root)
+    loader: FileLoader | SyntheticLoader = (
+        SyntheticLoader(listing.synthetic) if listing.synthetic else FileLoader(listing.root)
     )
 
     decode_skipped, silent = _run_ray(
@@ -328,7 +212,7 @@ def _rows_by_split(listing: Listing, label_index: Mapping[str, int]) -> dict[str
 
 def _run_ray(
     rows_by_split: Mapping[str, list[dict]],
-    loader: _FileLoader | _SyntheticLoader,
+    loader: FileLoader | SyntheticLoader,
     out_fs: pafs.FileSystem,
     out_path: str,
     sample_rate: int,
@@ -342,7 +226,7 @@ def _run_ray(
     from clar_ray.resources import init_ray
 
     own_session = init_ray(env_vars=_THREAD_ENV)  # RAY_ADDRESS, else a new local Ray
-    collector: Any = ray.remote(num_cpus=0)(_Collector).remote()
+    collector: Any = ray.remote(num_cpus=0)(Collector).remote()
     try:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         with _progress_bars(progress):

@@ -41,6 +41,8 @@ from pathlib import Path
 import yaml
 from fsdd_cache import prepared_fsdd
 
+from clar_ray.config import FRONTEND_ENCODERS
+
 ROOT = Path(__file__).resolve().parents[1]
 AUGMENTATIONS = ("fade", "time_mask", "time_shift", "white_noise")
 
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--frontend", default="tf3", choices=["tf3", "raw"])
+    parser.add_argument("--frontend", default="tf3", choices=sorted(FRONTEND_ENCODERS))
     parser.add_argument("--sample-rate", type=int, default=8000, help="FSDD is recorded at 8 kHz")
     parser.add_argument("--clip-seconds", type=float, default=0.6,
                         help="90 %% of FSDD recordings are shorter than 0.6 s")
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists() and not args.resume:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    encoder = {"tf3": "resnet18_2d", "raw": "resnet18_1d"}[args.frontend]
+    encoder = FRONTEND_ENCODERS[args.frontend]
     tune_file = out.parent / f"{out.name}.yaml"
     tune_file.write_text(yaml.safe_dump({
         "base": {

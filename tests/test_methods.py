@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clar_ray.config import ModelConfig, ObjectiveConfig
+from clar_ray.config import FRONTEND_ENCODERS, ModelConfig, ObjectiveConfig
 from clar_ray.methods import METHODS, build_method
 from clar_ray.models import build_frontend
 
 SAMPLE_RATE = 16000
-PAIRS = [("raw", "resnet18_1d"), ("tf3", "resnet18_2d")]
+PAIRS = sorted(FRONTEND_ENCODERS.items())
 
 
 def _batch(n: int = 8, samples: int = 4000) -> tuple[torch.Tensor, ...]:

@@ -3,11 +3,14 @@ the registry and FeatureExtractor."""
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 import torch
 from torch import nn
 
-from clar_ray.models import FeatureExtractor, build_frontend
+from clar_ray.config import FRONTEND_ENCODERS, EncoderName, FrontendName
+from clar_ray.models import FRONTENDS, FeatureExtractor, build_frontend
 from clar_ray.models.resnet import ENCODERS, BasicBlock, ResNet18, build_encoder
 
 SR = 16000
@@ -177,3 +180,20 @@ def test_feature_extractor_rejects_mismatched_parts(encoder_name: str, frontend_
     encoder = build_encoder(encoder_name, in_channels=frontend.out_channels, width=2)
     with pytest.raises(ValueError, match="does not fit"):
         FeatureExtractor(frontend, encoder)
+
+
+# ---------------------------------------------------------------- the frontend → encoder pairing
+
+
+@pytest.mark.parametrize("frontend_name", sorted(FRONTENDS))
+def test_every_frontend_is_paired_with_an_encoder_that_takes_its_output(frontend_name: str) -> None:
+    frontend = build_frontend(frontend_name, sample_rate=SR)
+    encoder = build_encoder(FRONTEND_ENCODERS[frontend_name], in_channels=frontend.out_channels,
+                            width=WIDTH)
+    extractor = FeatureExtractor(frontend, encoder)  # raises when the output does not fit
+    assert extractor(_waves(batch=2)).shape == (2, encoder.num_features)
+
+
+def test_the_pairing_names_every_frontend_and_encoder_the_config_allows() -> None:
+    assert set(FRONTEND_ENCODERS) == set(FRONTENDS) == set(get_args(FrontendName))
+    assert set(FRONTEND_ENCODERS.values()) == set(ENCODERS) == set(get_args(EncoderName))

@@ -139,7 +139,8 @@ def run_ray(data_dir: str, sequence: list[str], cpus: int, epochs: int,
     import ray
 
     from clar_ray.config import JobConfig
-    from clar_ray.data.stream import ResourcePlan, build_train_stream
+    from clar_ray.data.stream import build_train_stream
+    from clar_ray.resources import ResourcePlan
 
     overrides = [f"data.path={data_dir}", f"augment.sequence={sequence}"]
     if actor_batch_size is not None:

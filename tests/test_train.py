@@ -15,8 +15,8 @@ from clar_ray import artifacts
 from clar_ray.checkpoint import read_trace
 from clar_ray.config import load_job
 from clar_ray.data.prepare import prepare_dataset
-from clar_ray.data.stream import ResourcePlanError
 from clar_ray.optim import schedule
+from clar_ray.resources import ResourcePlanError
 from clar_ray.train import CRASH_AFTER_EPOCH, TRACE_STEPS, TrainingStoppedError, run_training
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"

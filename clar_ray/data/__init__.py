@@ -3,7 +3,7 @@
 Public entry points:
     prepare_dataset, format_summary   (prepare.py)
     Manifest, load_split              (manifest.py)
-    RECIPES                           (recipes.py)
+    RECIPES                           (recipes/, one module per dataset)
 """
 
 from clar_ray.data.manifest import Manifest, ManifestError, SplitInfo, load_split

@@ -201,7 +201,7 @@ class Slicer(Method):
         ``KMIX_CLUSTERS`` groups (SLICER clusters the whole dataset before training and keeps a
         memory of 2048 past inputs; a batch-local pool needs neither).
         """
-        from clar_ray.augment.batch import kmix, kmix_embedding, spherical_kmeans
+        from clar_ray.kmix import kmix, kmix_embedding, spherical_kmeans
 
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"k-mix needs tf3 input (B, 3, F, T), got {tuple(x.shape)}; set "

@@ -17,7 +17,7 @@ from clar_ray.augment import (
     step_rng,
     view_rng,
 )
-from clar_ray.augment.compose import check_batch_ids
+from clar_ray.augment.seeding import check_batch_ids
 
 SR = 8000
 EVERYTHING = ["pitch_shift", "time_stretch", "fade", "time_mask", "time_shift", "white_noise",
@@ -39,7 +39,7 @@ def test_every_augmentation_resolves_in_every_preset(name: str, preset: str) -> 
     spec = AUGMENTATIONS[name]
     params = resolve_params(name, preset, {})
     assert set(params) == set(spec.param_names)
-    assert spec.torch_name is not None  # every augmentation has a batched torch version
+    assert spec.torch_function is not None  # every augmentation has a batched torch version
     assert callable(spec.torch_function)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clar_ray.augment import AUGMENTATIONS, compose, seeding
+from clar_ray.augment import AUGMENTATIONS, seeding
 from clar_ray.augment.presets import build_params, get_spec
 
 
@@ -35,10 +35,10 @@ def test_seed_sequence_needs_a_full_pool() -> None:
 def test_batched_generator_states_are_those_of_step_rng(seed: int, epoch: int, view: int,
                                                         step: int) -> None:
     ids = np.array([0, 1, 5, 2**32 - 1, 2**32, 2**63 - 1, 123456789], np.int64)
-    states = list(seeding.pcg64_states(compose.batch_entropy(seed, epoch, ids, view, step)))
+    states = list(seeding.pcg64_states(seeding.batch_entropy(seed, epoch, ids, view, step)))
     assert len(states) == len(ids)
     for sample_id, state in zip(ids, states):
-        expected = compose.step_rng(seed, epoch, int(sample_id), view, step)
+        expected = seeding.step_rng(seed, epoch, int(sample_id), view, step)
         assert state == expected.bit_generator.state
 
 
@@ -46,12 +46,12 @@ def test_batched_generator_states_are_those_of_step_rng(seed: int, epoch: int, v
 def test_a_batch_draws_what_its_rows_draw_alone(name: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     spec, params = get_spec(name), build_params(name, "paper", None)
-    ids = np.arange(compose.BATCH_SEEDING_MIN_ROWS + 3) * 7919 + 11
+    ids = np.arange(seeding.BATCH_SEEDING_MIN_ROWS + 3) * 7919 + 11
     kwargs = {"seed": 5, "epoch": 4, "view": 1, "step": 2, "sample_ids": ids,
               "n_samples": 4000, "sample_rate": 16000}
-    batched = compose.draw_step(spec, params, **kwargs)
-    monkeypatch.setattr(compose, "BATCH_SEEDING_MIN_ROWS", 10**9)
-    one_by_one = compose.draw_step(spec, params, **kwargs)
+    batched = seeding.draw_step(spec, params, **kwargs)
+    monkeypatch.setattr(seeding, "BATCH_SEEDING_MIN_ROWS", 10**9)
+    one_by_one = seeding.draw_step(spec, params, **kwargs)
     assert batched.keys() == one_by_one.keys()
     for key in batched:
         np.testing.assert_array_equal(batched[key], one_by_one[key], err_msg=key)

@@ -1,19 +1,22 @@
 """Audio augmentations of CLAR: numpy per clip and per batch (CPU), torch per batch (device).
 
-* ``signal``: the seven augmentations of the paper as numpy functions
+Layers, lowest first (a module imports only those above it in this list):
+
+* ``spec``: what an augmentation is (:class:`AugmentationSpec`) and the pieces all share;
+  ``noise`` / ``batch_noise`` and ``vocoder`` / ``batch_vocoder``: the counter-based noise and
+  the phase vocoder, numpy and torch.
+* ``ops``: the seven augmentations of the paper, one module each (parameters, draw, numpy and
+  torch transforms, ``clar-code`` values), each exporting its per-clip function
   ``(wave, rng, *, sample_rate, **params) -> wave``.
-* ``presets``: the registry ``AUGMENTATIONS`` and the ``paper`` / ``clar-code`` presets
-  (the differences from the official code are listed there).
-* ``compose``: ``Augmenter``, the reproducible ordered composition over a batch, and the seed
-  rule ``view_rng(seed, epoch, sample_id, view)``.
-* ``batch``: ``BatchAugmenter`` (every augmentation as torch ops over a batch, meant for CUDA)
-  and SLICER's ``kmix``; ``batch_vocoder``: its pitch shift and time stretch, a phase vocoder
-  over the whole batch with one rate per row. Both are imported on first use, so CPU actors
-  do not load torch through this package.
+* ``presets``: the registry ``AUGMENTATIONS``, the ``paper`` / ``clar-code`` presets and the
+  validation of a job's parameters; ``seeding``: the seed rule ``step_rng(seed, epoch,
+  sample_id, view, step)``, the batch draws and the shared argument checks.
 * ``placement``: ``place``, which augmentations run on the CPU actors and which on the
-  training device (``augment.on_device``: false, true or auto, by cost).
-* ``noise`` and ``vocoder``: the counter-based noise shared by numpy and torch, and librosa's
-  phase-vocoder time stretch and pitch shift without librosa's per-frame loop.
+  training device (``augment.on_device``: false, true or auto, by cost), the one place that
+  cuts a sequence.
+* ``compose``: ``Augmenter``, the ordered composition over a batch in numpy; ``batch``:
+  ``BatchAugmenter``, the same in torch (meant for CUDA). ``batch`` and the torch transforms
+  import torch on first use, so CPU actors do not load torch through this package.
 
 Threads: the numpy path starts no thread pool (numpy's pocketfft and soxr run one thread,
 librosa and numba are not used), so a CPU actor needs no setting for it; BLAS is not used
@@ -26,34 +29,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from clar_ray.augment.compose import Augmenter, split_for_device, step_rng, view_rng
-from clar_ray.augment.placement import ON_DEVICE_CHOICES, Placement, place
+from clar_ray.augment.compose import Augmenter
+from clar_ray.augment.ops.fade import fade
+from clar_ray.augment.ops.mixed_noise import mixed_noise
+from clar_ray.augment.ops.pitch_shift import pitch_shift
+from clar_ray.augment.ops.time_mask import time_mask
+from clar_ray.augment.ops.time_shift import time_shift
+from clar_ray.augment.ops.time_stretch import time_stretch
+from clar_ray.augment.ops.white_noise import white_noise
+from clar_ray.augment.placement import ON_DEVICE_CHOICES, Placement, place, split_for_device
 from clar_ray.augment.presets import (
     AUGMENTATIONS,
     CLAR_CODE_ORDER,
     PRESETS,
-    AugmentationSpec,
     build_params,
     resolve_params,
 )
-from clar_ray.augment.signal import (
-    fade,
-    mixed_noise,
-    pitch_shift,
-    time_mask,
-    time_shift,
-    time_stretch,
-    white_noise,
-)
-
-_LAZY = {"BatchAugmenter", "kmix", "kmix_partners", "kmix_embedding", "spherical_kmeans"}
+from clar_ray.augment.seeding import step_rng, view_rng
+from clar_ray.augment.spec import AugmentationSpec
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from clar_ray.augment import batch
+    if name == "BatchAugmenter":  # imports torch: only when asked for
+        from clar_ray.augment.batch import BatchAugmenter
 
-        return getattr(batch, name)
+        return BatchAugmenter
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -68,14 +68,10 @@ __all__ = [
     "Placement",
     "build_params",
     "fade",
-    "kmix",
-    "kmix_embedding",
-    "kmix_partners",
     "mixed_noise",
     "pitch_shift",
     "place",
     "resolve_params",
-    "spherical_kmeans",
     "split_for_device",
     "step_rng",
     "time_mask",

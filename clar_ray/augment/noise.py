@@ -3,8 +3,8 @@
 A noise stream is keyed by a 32-bit integer drawn from a clip's generator; number ``t`` of the
 stream is ``mix(mix(t) ^ key)`` with the 32-bit "lowbias32" integer hash, turned into a
 uniform in (0, 1] with 24 bits, and Gaussian numbers come from Box-Muller on pairs of them.
-Nothing depends on the batch the clip is in, and ``clar_ray.augment.batch`` computes the same
-integers in torch, so a clip gets the same noise wherever it is augmented.
+Nothing depends on the batch the clip is in, and :mod:`clar_ray.augment.batch_noise` computes
+the same integers in torch, so a clip gets the same noise wherever it is augmented.
 
 Legend: B streams (clips), n numbers per stream.
 """
@@ -76,3 +76,10 @@ def colored_noise(keys: np.ndarray, n: int, exponents: np.ndarray) -> np.ndarray
             gain[0] = 0.0
             out[row] = np.fft.irfft(np.fft.rfft(out[row]) * gain, n=n)
     return unit_rms(out)
+
+
+def snr_scale(waves: np.ndarray, snr_db: np.ndarray) -> np.ndarray:
+    """(B, 1) float32 noise RMS ``rms(row) * 10**(-snr_db / 20)`` of (B, T) clips at (B,) SNRs."""
+    rms = np.sqrt(np.mean(np.square(waves, dtype=np.float64), axis=1, keepdims=True))
+    return (rms * 10.0 ** (-np.asarray(snr_db, dtype=np.float64)[:, None] / 20)).astype(
+        np.float32)

@@ -6,8 +6,8 @@ The CPU actors run a prefix of the sequence and the training device the rest, or
 
 * ``false``: everything on the actors.
 * ``true``: the longest suffix whose augmentations all have a batched torch version
-  (:func:`clar_ray.augment.compose.split_for_device`): now every augmentation has one, so the
-  whole sequence runs on the device.
+  (:func:`split_for_device`): now every augmentation has one, so the whole sequence runs on
+  the device.
 * ``auto``: by cost. On a GPU the device runs the sequence from its first phase-vocoder
   augmentation (pitch shift, time stretch) on, the cheap prefix stays on the actors; without
   a GPU, or with no phase-vocoder augmentation, everything stays on the actors.
@@ -24,6 +24,9 @@ torch path costs more CPU per view than the numpy one the actors run, so the act
 The run's ``plan.json`` records the placement (:meth:`Placement.describe`), with what the
 actors' part costs: :data:`CPU_MS_PER_VIEW` summed, and the CPU cores it takes per 1,000
 views/s, to set against the cluster's actors (``clar_ray.data.stream.plan_resources``).
+
+This module is the one place that cuts a sequence: ``Augmenter.split`` and
+``BatchAugmenter.device_part`` ask :func:`split_for_device`, which is the ``true`` rule.
 """
 
 from __future__ import annotations
@@ -31,23 +34,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from clar_ray.augment.compose import split_for_device
-from clar_ray.augment.presets import get_spec
+from clar_ray.augment.presets import AUGMENTATIONS, get_spec
 
 #: The values of ``augment.on_device``.
 ON_DEVICE_CHOICES = (False, True, "auto")
-#: CPU time per view of each augmentation on the actors (numpy, one core, a 1-s clip at
-#: 16 kHz, p = 1, 128-row batches; measured on the 2-core development machine under load,
-#: so read them as relative costs). Scale with the clip's samples.
-CPU_MS_PER_VIEW = {
-    "pitch_shift": 2.3,
-    "time_stretch": 1.5,
-    "white_noise": 0.65,
-    "mixed_noise": 0.7,
-    "fade": 0.06,
-    "time_mask": 0.05,
-    "time_shift": 0.03,
-}
+#: CPU time per view of each augmentation on the actors (``AugmentationSpec.cpu_ms_per_view``:
+#: numpy, one core, a 1-s clip at 16 kHz; relative costs). Scale with the clip's samples.
+CPU_MS_PER_VIEW = {name: spec.cpu_ms_per_view for name, spec in AUGMENTATIONS.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +69,26 @@ class Placement:
         return {"actors": list(self.actors), "device": list(self.device), "rule": self.rule,
                 "actor_cpu_ms_per_view_1s_16khz": round(ms, 2),
                 "actor_cores_per_1000_views_per_s": round(ms, 2)}
+
+
+def split_for_device(sequence: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split a sequence into a CPU prefix and a device suffix, order preserved.
+
+    The device part is the longest suffix made only of augmentations with a batched torch
+    version (today every augmentation has one, so it is the whole sequence); everything
+    before it runs on CPU. This is ``place(sequence, True, ...)``.
+
+    Returns:
+        ``(cpu_part, device_part)``; their concatenation is ``sequence``.
+
+    Raises:
+        ValueError: An unknown augmentation name.
+    """
+    names = tuple(sequence)
+    cut = len(names)
+    while cut > 0 and get_spec(names[cut - 1]).torch_function is not None:
+        cut -= 1
+    return names[:cut], names[cut:]
 
 
 def place(sequence: Sequence[str], on_device: bool | str, *, use_gpu: bool) -> Placement:
@@ -116,4 +129,4 @@ def place(sequence: Sequence[str], on_device: bool | str, *, use_gpu: bool) -> P
                                                "phase-vocoder augmentation on, on the device")
 
 
-__all__ = ["ON_DEVICE_CHOICES", "Placement", "place"]
+__all__ = ["CPU_MS_PER_VIEW", "ON_DEVICE_CHOICES", "Placement", "place", "split_for_device"]

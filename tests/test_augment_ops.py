@@ -9,8 +9,10 @@ import pytest
 import torch
 import torchaudio
 
+from clar_ray import augment as A
 from clar_ray.augment import AUGMENTATIONS, PRESETS, noise, resolve_params, vocoder
-from clar_ray.augment import signal as S
+from clar_ray.augment.ops import fade as fade_module
+from clar_ray.augment.ops import time_mask as time_mask_module
 
 SR = 16000
 
@@ -85,11 +87,11 @@ def test_changes_the_clip_when_applied(name: str) -> None:
 
 def test_unknown_parameter_names_the_allowed_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown parameter 'max_shift'.*max_shift_fraction"):
-        S.time_shift(_noise_clip(), _rng(), sample_rate=SR, max_shift=3)
+        A.time_shift(_noise_clip(), _rng(), sample_rate=SR, max_shift=3)
     with pytest.raises(ValueError, match=r"min_semitones must be <= max_semitones, got 3 > 1"):
-        S.pitch_shift(_noise_clip(), _rng(), sample_rate=SR, min_semitones=3, max_semitones=1)
+        A.pitch_shift(_noise_clip(), _rng(), sample_rate=SR, min_semitones=3, max_semitones=1)
     with pytest.raises(ValueError, match=r"wave must have shape \(T,\)"):
-        S.fade(np.zeros((2, 8), np.float32), _rng(), sample_rate=SR)
+        A.fade(np.zeros((2, 8), np.float32), _rng(), sample_rate=SR)
 
 
 # ----------------------------------------------------------------- time shift
@@ -98,7 +100,7 @@ def test_unknown_parameter_names_the_allowed_ones() -> None:
 @pytest.mark.parametrize("k", [3, -5, 0])
 def test_fixed_time_shift_is_np_roll(k: int) -> None:
     wave = _noise_clip(64)
-    out = S.time_shift(wave, _rng(), sample_rate=SR, min_shift_fraction=k / 64,
+    out = A.time_shift(wave, _rng(), sample_rate=SR, min_shift_fraction=k / 64,
                        max_shift_fraction=k / 64)
     np.testing.assert_array_equal(out, np.roll(wave, k))
 
@@ -106,10 +108,10 @@ def test_fixed_time_shift_is_np_roll(k: int) -> None:
 def test_time_shift_stays_within_the_cap() -> None:
     wave = np.arange(1000, dtype=np.float32)
     for seed in range(20):
-        out = S.time_shift(wave, _rng(seed), sample_rate=1000, max_shift_seconds=0.01)
+        out = A.time_shift(wave, _rng(seed), sample_rate=1000, max_shift_seconds=0.01)
         shift = int(np.flatnonzero(out == 0)[0])  # where sample 0 went
         assert min(shift, 1000 - shift) <= 10
-    out = S.time_shift(wave, _rng(), sample_rate=1000, min_shift_fraction=0.3,
+    out = A.time_shift(wave, _rng(), sample_rate=1000, min_shift_fraction=0.3,
                        max_shift_seconds=0.01)
     np.testing.assert_array_equal(out, np.roll(wave, 10))  # a range beyond the cap → the cap
 
@@ -119,7 +121,7 @@ def test_time_shift_stays_within_the_cap() -> None:
 
 def test_fixed_linear_fade_is_the_hand_ramp() -> None:
     wave = np.ones(20, np.float32)
-    out = S.fade(wave, _rng(), sample_rate=SR, shapes=("linear",),
+    out = A.fade(wave, _rng(), sample_rate=SR, shapes=("linear",),
                  min_fade_in_fraction=0.25, max_fade_in_fraction=0.25,
                  min_fade_out_fraction=0.2, max_fade_out_fraction=0.2)
     expected = np.ones(20)
@@ -128,10 +130,10 @@ def test_fixed_linear_fade_is_the_hand_ramp() -> None:
     np.testing.assert_allclose(out, expected, atol=1e-7)
 
 
-@pytest.mark.parametrize("shape", S.FADE_SHAPES)
+@pytest.mark.parametrize("shape", fade_module.FADE_SHAPES)
 def test_fade_curves_match_torchaudio(shape: str) -> None:
     wave = _noise_clip(40)
-    out = S.fade(wave, _rng(), sample_rate=SR, shapes=(shape,),
+    out = A.fade(wave, _rng(), sample_rate=SR, shapes=(shape,),
                  min_fade_in_fraction=0.3, max_fade_in_fraction=0.3,
                  min_fade_out_fraction=0.2, max_fade_out_fraction=0.2)
     reference = torchaudio.transforms.Fade(12, 8, shape)(torch.from_numpy(wave.copy()))
@@ -139,7 +141,7 @@ def test_fade_curves_match_torchaudio(shape: str) -> None:
 
 
 def test_exponential_fade_by_hand() -> None:
-    out = S.fade(np.ones(5, np.float32), _rng(), sample_rate=SR, shapes=("exponential",),
+    out = A.fade(np.ones(5, np.float32), _rng(), sample_rate=SR, shapes=("exponential",),
                  min_fade_in_fraction=1.0, max_fade_in_fraction=1.0,
                  max_fade_out_fraction=0.0)
     t = np.linspace(0, 1, 5)
@@ -160,25 +162,26 @@ def _fade_reference(shape: str, length: int, fade_in: bool) -> np.ndarray:
     return np.clip(curves[shape][0 if fade_in else 1], 0.0, 1.0)
 
 
-@pytest.mark.parametrize("shape", S.FADE_SHAPES)
+@pytest.mark.parametrize("shape", fade_module.FADE_SHAPES)
 @pytest.mark.parametrize("length", [1, 2, 3, 401, 8000])
 def test_float32_fade_curves_are_the_float64_curves_to_float32_precision(shape: str,
                                                                          length: int) -> None:
     # The curves are computed in float32 for speed: a few float32 ulps (1.2e-7 at 1) off the
     # float64 formulas, never more, at any length up to half a 1-s clip at 16 kHz.
     for fade_in in (True, False):
-        gain = S._fade_curve(shape, S._fade_ramp(length), fade_in)
+        gain = fade_module._fade_curve(shape, fade_module._fade_ramp(length), fade_in)
         assert gain.dtype == np.float32 and gain.shape == (length,)
         np.testing.assert_allclose(gain, _fade_reference(shape, length, fade_in), rtol=0,
                                    atol=5e-7)
 
 
 def test_random_fades_take_at_most_half_the_clip_each() -> None:
-    params = S.FadeParams()
-    draws = [S.draw_fade(_rng(seed), 100, SR, params) for seed in range(200)]
+    params = fade_module.FadeParams()
+    draws = [fade_module.draw_fade(_rng(seed), 100, SR, params) for seed in range(200)]
     assert all(0 <= d["fade_in_samples"] <= 50 and 0 <= d["fade_out_samples"] <= 50
                for d in draws)
-    assert {S.FADE_SHAPES[d["shape"]] for d in draws} == {"linear", "logarithmic", "exponential"}
+    assert {fade_module.FADE_SHAPES[d["shape"]] for d in draws} == {"linear", "logarithmic",
+                                                                    "exponential"}
     assert max(d["fade_in_samples"] for d in draws) >= 45
 
 
@@ -190,12 +193,12 @@ def test_mask_at_fixed_position_by_hand() -> None:
     draws = {"applied": np.array([True]), "start": np.array([3]), "length": np.array([4]),
              "fill_noise": np.array([False]), "noise_std": np.array([0.01]),
              "constant_value": np.array([-1.0]), "key": np.array([7])}
-    out = S.apply_time_mask(wave, draws, SR)
+    out = time_mask_module.apply_time_mask(wave, draws, SR)
     np.testing.assert_array_equal(out[0], [1, 2, 3, -1, -1, -1, -1, 8, 9, 10])
 
 
 def test_full_length_constant_mask() -> None:
-    out = S.time_mask(_noise_clip(16), _rng(), sample_rate=SR, min_mask_fraction=1.0,
+    out = A.time_mask(_noise_clip(16), _rng(), sample_rate=SR, min_mask_fraction=1.0,
                       max_mask_fraction=1.0, fills=("constant",), constant_value=0.25)
     np.testing.assert_array_equal(out, np.full(16, 0.25, np.float32))
 
@@ -203,12 +206,12 @@ def test_full_length_constant_mask() -> None:
 def test_random_mask_is_one_short_segment_of_low_noise() -> None:
     wave = np.ones(8000, np.float32)
     for seed in range(10):
-        out = S.time_mask(wave, _rng(seed), sample_rate=SR, fills=("noise",))
+        out = A.time_mask(wave, _rng(seed), sample_rate=SR, fills=("noise",))
         changed = np.flatnonzero(out != 1.0)
         if changed.size:
             assert changed[-1] - changed[0] + 1 <= 1000  # at most 1/8 of the clip
             assert np.std(out[changed]) < 0.02
-    out = S.time_mask(wave, _rng(0), sample_rate=SR, fills=("noise",), min_mask_fraction=0.125)
+    out = A.time_mask(wave, _rng(0), sample_rate=SR, fills=("noise",), min_mask_fraction=0.125)
     masked = out[out != 1.0]
     assert masked.size == 1000 and abs(np.std(masked) - 0.01) < 0.001
 
@@ -223,9 +226,9 @@ def _snr_db(clean: np.ndarray, noisy: np.ndarray) -> float:
 
 def test_white_noise_at_fixed_snr() -> None:
     wave = _sine(440, 0.5)
-    out = S.white_noise(wave, _rng(), sample_rate=SR, min_snr_db=10.0, max_snr_db=10.0)
+    out = A.white_noise(wave, _rng(), sample_rate=SR, min_snr_db=10.0, max_snr_db=10.0)
     assert abs(_snr_db(wave, out) - 10.0) < 1e-3
-    assert np.array_equal(S.white_noise(np.zeros(64, np.float32), _rng(), sample_rate=SR),
+    assert np.array_equal(A.white_noise(np.zeros(64, np.float32), _rng(), sample_rate=SR),
                           np.zeros(64, np.float32))  # SNR is relative: silence stays silent
 
 
@@ -239,7 +242,7 @@ def _spectral_slope(noise: np.ndarray) -> float:
 @pytest.mark.parametrize(("color", "slope"), [("white", 0.0), ("pink", -1.0), ("brown", -2.0)])
 def test_mixed_noise_colours_and_snr(color: str, slope: float) -> None:
     wave = _sine(440, 1.0)
-    out = S.mixed_noise(wave, _rng(), sample_rate=SR, colors=(color,), min_snr_db=5.0,
+    out = A.mixed_noise(wave, _rng(), sample_rate=SR, colors=(color,), min_snr_db=5.0,
                         max_snr_db=5.0)
     assert abs(_snr_db(wave, out) - 5.0) < 1e-3
     assert abs(_spectral_slope(out - wave) - slope) < 0.25
@@ -248,9 +251,9 @@ def test_mixed_noise_colours_and_snr(color: str, slope: float) -> None:
 def test_clar_code_mixed_noise_is_clipped_to_unit_range() -> None:
     wave = _sine(440, 0.25)
     for color in ("pink", "brown"):
-        out = S.mixed_noise(wave, _rng(), sample_rate=SR, colors=(color,), style="clar-code")
+        out = A.mixed_noise(wave, _rng(), sample_rate=SR, colors=(color,), style="clar-code")
         assert out.min() >= 0.0 and out.max() <= 1.0 and out.max() > 0.1
-    out = S.mixed_noise(wave, _rng(), sample_rate=SR, colors=("none",))
+    out = A.mixed_noise(wave, _rng(), sample_rate=SR, colors=("none",))
     np.testing.assert_array_equal(out, wave)
 
 
@@ -269,7 +272,7 @@ def test_hashed_noise_is_standard_normal_and_independent_per_key() -> None:
 
 @pytest.mark.parametrize("semitones", [-12.0, -5.0, 3.0, 7.0])
 def test_pitch_shift_moves_a_sine_by_two_to_the_n_over_12(semitones: float) -> None:
-    out = S.pitch_shift(_sine(440.0), _rng(), sample_rate=SR, min_semitones=semitones,
+    out = A.pitch_shift(_sine(440.0), _rng(), sample_rate=SR, min_semitones=semitones,
                         max_semitones=semitones)
     expected = 440.0 * 2 ** (semitones / 12)
     assert abs(_peak_hz(out) - expected) < 0.01 * expected
@@ -295,7 +298,7 @@ def test_stretch_matches_librosa(rate: float) -> None:
 @pytest.mark.parametrize("rate", [0.75, 1.25])
 def test_paper_time_stretch_keeps_pitch_and_changes_tempo(rate: float) -> None:
     burst = _burst()
-    out = S.time_stretch(burst, _rng(), sample_rate=SR, min_rate=rate, max_rate=rate)
+    out = A.time_stretch(burst, _rng(), sample_rate=SR, min_rate=rate, max_rate=rate)
     assert out.shape == burst.shape
     assert abs(_peak_hz(out) - 440.0) < 5.0
     onset, offset = _on_off_seconds(out)
@@ -307,7 +310,7 @@ def test_clar_code_time_stretch_changes_pitch_and_keeps_tempo(rate: float) -> No
     burst = _burst()
     params = resolve_params("time_stretch", "clar-code",
                             {"p": 1.0, "min_rate": rate, "max_rate": rate})
-    out = S.time_stretch(burst, _rng(), sample_rate=SR, **params)
+    out = A.time_stretch(burst, _rng(), sample_rate=SR, **params)
     assert out.shape == burst.shape
     assert abs(_peak_hz(out) - 440.0 / rate) < 0.01 * 440 / rate
     onset, offset = _on_off_seconds(out)

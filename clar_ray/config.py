@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import yaml
 
+from clar_ray.augment.presets import AUGMENTATIONS
+
 # ConfigError and the override helpers are part of this module's API (the CLI, tune and the
 # tests read them from here); they are defined in the modules that raise and parse them.
 from clar_ray.coerce import ConfigError as ConfigError
@@ -54,16 +56,8 @@ DEFAULT_TEMPERATURES: dict[str, float] = {
 }
 Precision = Literal["auto", "bf16", "fp32"]
 
-#: Augmentation names a job may use in ``augment.sequence`` (checked against the registry too).
-AUGMENTATION_NAMES = (
-    "pitch_shift",
-    "white_noise",
-    "mixed_noise",
-    "fade",
-    "time_mask",
-    "time_shift",
-    "time_stretch",
-)
+#: Augmentation names a job may use in ``augment.sequence``: the registry's, in its order.
+AUGMENTATION_NAMES = tuple(AUGMENTATIONS)
 
 
 @dataclasses.dataclass(frozen=True)

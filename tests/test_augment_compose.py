@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import numpy as np
 import pytest
@@ -206,3 +207,15 @@ def test_bad_batches_are_rejected() -> None:
 def test_split_for_device_takes_the_longest_batched_suffix(sequence: list[str], cpu: tuple,
                                                            device: tuple) -> None:
     assert split_for_device(sequence) == (cpu, device)
+
+
+def test_augmenter_and_per_clip_functions_pickle_with_the_standard_pickle() -> None:
+    # DataLoader workers started with spawn, and Ray, hand the augmenter over by pickling.
+    augmenter = Augmenter(EVERYTHING, sample_rate=SR, seed=3)
+    waves, ids = _batch(), np.arange(6)
+    copy = pickle.loads(pickle.dumps(augmenter))
+    np.testing.assert_array_equal(copy(waves, ids, epoch=1, view=0),
+                                  augmenter(waves, ids, epoch=1, view=0))
+    for spec in AUGMENTATIONS.values():
+        assert pickle.loads(pickle.dumps(spec.function)) is spec.function
+        assert pickle.loads(pickle.dumps(spec)) == spec

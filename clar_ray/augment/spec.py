@@ -81,8 +81,17 @@ class AugmentationSpec:
 
     @functools.cached_property
     def function(self) -> Callable[..., np.ndarray]:
-        """The per-clip function ``(wave (T,), rng, *, sample_rate, **params) -> (T,)``."""
+        """The per-clip function ``(wave (T,), rng, *, sample_rate, **params) -> (T,)``.
+
+        It reads as ``<name>`` of the module that defines ``params_type``, where each module
+        of :mod:`clar_ray.augment.ops` binds it (``fade = SPEC.function``), so it pickles by
+        reference like a plain function.
+        """
         return _per_clip_function(self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The cached per-clip function is rebuilt on demand, not pickled with the spec.
+        return {key: value for key, value in self.__dict__.items() if key != "function"}
 
 
 def _per_clip_function(spec: AugmentationSpec) -> Callable[..., np.ndarray]:
@@ -104,6 +113,7 @@ def _per_clip_function(spec: AugmentationSpec) -> Callable[..., np.ndarray]:
         return spec.apply(wave[None, :], drawn, sample_rate)[0]
 
     function.__name__ = function.__qualname__ = spec.name
+    function.__module__ = spec.params_type.__module__
     function.__doc__ = f"""{summary}
 
     Args:

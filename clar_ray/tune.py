@@ -246,22 +246,11 @@ def run_study(job_path: str | Path, out: str, *, resume: bool = False,
         FileExistsError: ``out`` holds an experiment and ``resume`` is False.
         FileNotFoundError: ``resume`` is True and ``out`` holds no experiment.
     """
-    from ray import tune
-
-    from clar_ray.tune_table import TrialTable
-
     spec = load_tune(job_path, overrides)
     trials = expand_trials(spec)
     experiment = storage.absolute(out).rstrip("/")
-    record = _trials_record(spec, trials)
     trials_path = storage.join_uri(experiment, TRIALS_FILE)
-    if resume:
-        if not storage.exists(trials_path):
-            raise FileNotFoundError(f"--resume: no experiment to continue in {experiment}")
-        _check_same_trials(experiment, record)
-    elif storage.exists(trials_path):
-        raise FileExistsError(f"{experiment} already holds an experiment: pass --resume to "
-                              f"finish it, or choose another --out")
+    _check_experiment(experiment, _trials_record(spec, trials), resume=resume)
     _preflight(trials)
 
     jobs = [t.job for t in trials]
@@ -283,26 +272,8 @@ def run_study(job_path: str | Path, out: str, *, resume: bool = False,
                                      "plan": plan.describe()})
 
     specs = [{"name": t.name, "experiment": experiment, "params": t.params} for t in trials]
-    trainable = tune.with_resources(_trainable, {"CPU": TRIAL_CPUS})
-    # clar-ray's table (trial, varied values, state, linear_top1) instead of Tune's; Tune
-    # takes a reporter only with its legacy output.
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    reporter = TrialTable(ordered_leaves([t.params for t in trials]))
-    storage_path, name = experiment.rsplit("/", 1)
-    if resume and tune.Tuner.can_restore(experiment):
-        tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True,
-                                   resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"trial": tune.grid_search(specs)},
-            tune_config=tune.TuneConfig(
-                max_concurrent_trials=plan.concurrency, scheduler=_scheduler(spec.scheduler),
-                trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
-            run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=1,
-                                      progress_reporter=reporter,
-                                      failure_config=tune.FailureConfig(max_failures=0)),
-        )
+    tuner = _tuner(experiment, specs, ordered_leaves([t.params for t in trials]),
+                   concurrency=plan.concurrency, scheduler=spec.scheduler, resume=resume)
     results = tuner.fit()
     status = _tune_status(results, specs)
     storage.write_json(storage.join_uri(experiment, TUNE_STATUS_FILE), status)
@@ -312,6 +283,45 @@ def run_study(job_path: str | Path, out: str, *, resume: bool = False,
     print("clar-ray tune: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
           + f" (of {len(specs)})")
     return experiment
+
+
+def _check_experiment(experiment: str, record: Mapping[str, Any], *, resume: bool) -> None:
+    """Refuse to start over an experiment, or to resume one that is missing or differs."""
+    trials_path = storage.join_uri(experiment, TRIALS_FILE)
+    if resume:
+        if not storage.exists(trials_path):
+            raise FileNotFoundError(f"--resume: no experiment to continue in {experiment}")
+        _check_same_trials(experiment, record)
+    elif storage.exists(trials_path):
+        raise FileExistsError(f"{experiment} already holds an experiment: pass --resume to "
+                              f"finish it, or choose another --out")
+
+
+def _tuner(experiment: str, specs: Sequence[Mapping[str, Any]], leaves: Sequence[str], *,
+           concurrency: int, scheduler: Scheduler, resume: bool) -> Any:
+    """The Tune grid of the trials (restored from Tune's state on ``resume`` when it has one)."""
+    from ray import tune
+
+    from clar_ray.tune_table import TrialTable
+
+    trainable = tune.with_resources(_trainable, {"CPU": TRIAL_CPUS})
+    # clar-ray's table (trial, varied values, state, linear_top1) instead of Tune's; Tune
+    # takes a reporter only with its legacy output.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    if resume and tune.Tuner.can_restore(experiment):
+        return tune.Tuner.restore(experiment, trainable, resume_unfinished=True,
+                                  resume_errored=True)
+    storage_path, name = experiment.rsplit("/", 1)
+    return tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(list(specs))},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=concurrency, scheduler=_scheduler(scheduler),
+            trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=1,
+                                  progress_reporter=TrialTable(leaves),
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
 
 
 def _scheduler(scheduler: Scheduler) -> Any:

@@ -108,17 +108,7 @@ def prepare_dataset(
         FileNotFoundError: the source is missing or lacks the recipe's layout.
         PrepareError: nothing decodable, or ``strict`` and some files were skipped.
     """
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive int (Hz), got {sample_rate!r}")
-    if not (
-        isinstance(clip_seconds, int | float) and math.isfinite(clip_seconds) and clip_seconds > 0
-    ):
-        raise ValueError(f"clip_seconds must be > 0, got {clip_seconds!r}")
-    if not isinstance(rows_per_shard, int) or rows_per_shard <= 0:
-        raise ValueError(f"rows_per_shard must be a positive int, got {rows_per_shard!r}")
-    clip_samples = round(sample_rate * clip_seconds)
-    if clip_samples < 1:
-        raise ValueError(f"clip_seconds={clip_seconds} gives no samples at {sample_rate} Hz")
+    clip_samples = _clip_samples(sample_rate, clip_seconds, rows_per_shard)
     effective = resolve_options(get_recipe(recipe), options)  # bad names fail before any I/O
     out_fs, out_path = resolve_filesystem(out)
     _check_output(out_fs, out_path, out, overwrite)
@@ -140,16 +130,8 @@ def prepare_dataset(
         SyntheticLoader(listing.synthetic) if listing.synthetic else FileLoader(listing.root)
     )
 
-    decode_skipped, silent = _run_ray(
-        rows_by_split,
-        loader,
-        out_fs,
-        out_path,
-        sample_rate,
-        clip_samples,
-        rows_per_shard,
-        progress,
-    )
+    decode_skipped, silent = _run_ray(rows_by_split, loader, out_fs, out_path, sample_rate,
+                                      clip_samples, rows_per_shard, progress)
     skipped = list(listing.skipped) + [
         {"path": p, "reason": r} for p, r in sorted(decode_skipped.items())
     ]
@@ -183,6 +165,22 @@ def prepare_dataset(
     )
     manifest.write(out)
     return manifest
+
+
+def _clip_samples(sample_rate: int, clip_seconds: float, rows_per_shard: int) -> int:
+    """Check :func:`prepare_dataset`'s numbers; return the samples of a clip."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive int (Hz), got {sample_rate!r}")
+    if not (
+        isinstance(clip_seconds, int | float) and math.isfinite(clip_seconds) and clip_seconds > 0
+    ):
+        raise ValueError(f"clip_seconds must be > 0, got {clip_seconds!r}")
+    if not isinstance(rows_per_shard, int) or rows_per_shard <= 0:
+        raise ValueError(f"rows_per_shard must be a positive int, got {rows_per_shard!r}")
+    clip_samples = round(sample_rate * clip_seconds)
+    if clip_samples < 1:
+        raise ValueError(f"clip_seconds={clip_seconds} gives no samples at {sample_rate} Hz")
+    return clip_samples
 
 
 #: Seed of the order of rows in the shards (any order works; a fixed one keeps re-runs equal).

@@ -210,7 +210,7 @@ class LocalCluster:
         in the environment would start a token-checking GCS while this process's cached config
         still says "disabled", and fail with "Authentication token is missing".
         """
-        from ray._raylet import Config
+        from ray._raylet import Config  # type: ignore[attr-defined]  # compiled, no stubs
 
         if self._outer_auth_mode is None:
             return

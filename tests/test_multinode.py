@@ -6,12 +6,15 @@ raylet with its own CPUs, custom resources and ``clar-ray-role`` label. Jobs sel
 nodes with ``train.node_labels`` / ``augment.node_labels`` as the cluster jobs in ``jobs/`` do,
 and where things ran is read from Ray's state API.
 
-What Ray Data guarantees when an augment node dies (Ray 2.60): the pool's actors are restarted
-(``max_restarts=-1``) on a node that still matches the label, their unfinished calls are retried
-(``max_task_retries=-1``), and blocks lost with the node's object store are rebuilt from lineage.
-A view is a pure function of (seed, epoch, sample id, view), so a retried call yields the same
-rows; nothing promises that a call is not retried after its block was already taken, which is
-why the test checks that no (epoch, clip) reached the trainer twice.
+What holds when an augment node dies (Ray 2.60, measured by these tests): the pool's actors are
+restarted (``max_restarts=-1``) on a node that still matches the label, their unfinished calls
+are retried (``max_task_retries=-1``), and blocks lost with the node's object store are rebuilt
+from lineage. A view is a pure function of (seed, epoch, sample id, view), so a retried call
+yields the same rows, and an ordered stream (``data.ordered``, the default) hands them on in
+the planned order: with no local shuffle buffer the trainer sees exactly the planned rows,
+which the test checks row by row (a local shuffle buffer mixes rows across the epoch boundary
+by design, so the test turns it off). The stream's epoch clock lives on the head, which a
+cluster never loses.
 """
 
 from __future__ import annotations
@@ -69,27 +72,30 @@ def _wait_for_step(trace: Path, step: int, timeout_s: float = 600) -> None:
 
 def assert_every_clip_once_per_epoch(trace: list[dict], ids: set[int], epochs: int,
                                      consumed: int) -> None:
-    """The rows the trainer took: no (epoch, clip) twice, every epoch but the last complete."""
+    """The rows the trainer took, against the plan of an ordered stream without a shuffle buffer.
+
+    The plan: epoch after epoch, each clip once; the trainer takes ``consumed`` rows of it (a
+    whole number of batches an epoch), so only the tail of the last epoch is left unread. Any
+    other missing row is a view lost to the fault, any repeated row one served twice.
+    """
     steps = [r for r in trace if r["event"] == "step"]
-    rows = Counter((e, i) for r in steps for e, i in zip(r["row_epochs"], r["ids"]))
-    assert max(rows.values()) == 1, [k for k, n in rows.items() if n > 1]
-    assert sum(rows.values()) == consumed
-    assert {i for _, i in rows} <= ids and {e for e, _ in rows} <= set(range(epochs))
-    missing = {epoch: sorted(ids - {i for e, i in rows if e == epoch})
-               for epoch in range(epochs - 1)}  # the last epoch's tail is dropped (drop_last)
-    if any(missing.values()):
-        # Known (issue 16): after an augment node dies, the retried blocks of an early epoch
-        # come after later epochs' rows; the trainer counts steps, not epochs, so they fall
-        # past the run's last step. Reported as XFAIL so the run says so; every other check
-        # above still fails the test.
-        pytest.xfail(f"views displaced past the run's end after the node loss: {missing}")
+    rows = [(e, i) for r in steps for e, i in zip(r["row_epochs"], r["ids"])]
+    counts = Counter(rows)
+    assert max(counts.values()) == 1, [k for k, n in counts.items() if n > 1]
+    assert len(rows) == consumed and {i for _, i in rows} <= ids
+    assert [e for e, _ in rows] == sorted(e for e, _ in rows), "epochs out of order"
+    missing = {epoch: sorted(ids - {i for e, i in rows if e == epoch}) for epoch in range(epochs)}
+    assert not any(missing[epoch] for epoch in range(epochs - 1)), missing
+    assert len(missing[epochs - 1]) == epochs * len(ids) - consumed, missing
 
 
 def test_augment_node_killed_mid_epoch_loses_no_views(cluster: LocalCluster,
                                                       tmp_path: Path) -> None:
     epochs, steps = 5, 27 // 8
     job = tiny_job(cluster.data, f"train.epochs={epochs}", "train.max_failures=3",  # type: ignore[attr-defined]
-                   "augment.actors=1", *ROLES)
+                   "augment.actors=1", "data.shuffle_buffer=0", "augment.actor_batch_size=4",
+                   # the paper's two costly augmentations keep the actor busy past the kill
+                   "augment.sequence=[time_stretch, pitch_shift]", *ROLES)
     run_dir, trace = tmp_path / "run", tmp_path / "trace.jsonl"
     seen: dict[str, list] = {}
 
@@ -97,6 +103,7 @@ def test_augment_node_killed_mid_epoch_loses_no_views(cluster: LocalCluster,
         _wait_for_step(trace, steps + 1)  # inside epoch 1
         seen["actors"] = actor_roles(cluster.address, "AugmentViews")
         seen["trainers"] = actor_roles(cluster.address, "RayTrainWorker")
+        seen["clock"] = actor_roles(cluster.address, "EpochClock")
         augment_nodes = [n for n in cluster.alive_nodes() if n.role == "augment"]
         victim = _node_of_alive_actor(cluster, "AugmentViews") or augment_nodes[0]
         seen["killed"] = [victim.name]
@@ -112,6 +119,8 @@ def test_augment_node_killed_mid_epoch_loses_no_views(cluster: LocalCluster,
     assert seen["trainers"] and {role for state, role in seen["trainers"]
                                  if state == "ALIVE"} == {"train"}, seen
     assert seen["actors"] and {role for _, role in seen["actors"]} == {"augment"}, seen
+    # The stream's epoch clock stays with the head: the restarted actors read it.
+    assert {role for _, role in seen["clock"]} == {"head"}, seen
     assert {role for _, role in actor_roles(cluster.address, "AugmentViews")} == {"augment"}
     # The run finished every epoch, once, without a restart of training.
     assert [r["epoch"] for r in _metrics(run_dir)] == list(range(epochs))

@@ -70,6 +70,10 @@ def labelled_ids(sample_ids: np.ndarray, labels: np.ndarray, fraction: float,
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
 
 
+#: The resource Ray gives the head node only.
+HEAD_NODE_RESOURCE = "node:__internal_head__"
+
+
 class EpochClock:
     """A tiny Ray actor holding the first epoch of the run's stream execution."""
 
@@ -92,12 +96,17 @@ def clock_name(run_id: str) -> str:
 
 
 def get_or_create_clock(run_id: str) -> Any:
-    """Return the run's :class:`EpochClock` actor handle, creating it if needed."""
+    """Return the run's :class:`EpochClock` actor handle, creating it if needed.
+
+    The clock lives on the head node, the one node a cluster never loses (cluster.yaml's
+    head is on-demand; workers are spot): on a worker node it would die with the node and
+    take the stream's restarted actors and the resuming trainers with it.
+    """
     import ray
 
     actor = ray.remote(num_cpus=0)(EpochClock)
-    return actor.options(name=clock_name(run_id), get_if_exists=True,
-                         lifetime="detached").remote()
+    return actor.options(name=clock_name(run_id), get_if_exists=True, lifetime="detached",
+                         resources={HEAD_NODE_RESOURCE: 0.001}).remote()
 
 
 def first_epoch(run_id: str | None, fixed: int | None) -> int:

@@ -1,4 +1,4 @@
-"""What clar-ray prints: one line per epoch, and Ray's own logs kept quiet unless asked.
+"""What clar-ray prints: one line per epoch, progress, and Ray's own logs kept quiet unless asked.
 
     epoch 2/4  loss 7.412 (ce 3.10 nt_xent 4.31)  acc 0.39  lr 0.250  55 views/s  0:29 ETA 0:29
           probe: linear 0.612 kNN 0.550
@@ -8,6 +8,12 @@ The driver prints the lines while ``trainer.fit()`` runs, from a thread that fol
 comes from clar-ray on the driver, not prefixed by a Ray worker, and needs nothing from the
 training loop. :func:`quiet_ray` turns Ray's INFO logs, its workers' output and deprecation
 warnings off; ``--verbose`` leaves them on.
+
+Progress (``evaluate``, ``embed``, the final probe, ``prepare``) is decided in one place,
+:func:`use_bars`: a bar when standard error is a terminal, plain lines when it is not (a log
+file, a CI job). :class:`Progress` is one counted task drawn either way; Ray Data's own bars
+(``prepare``, an ``embed`` into a folder) follow the same decision through
+:func:`data_progress_bars`.
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TextIO
 
-__all__ = ["EpochFollower", "error_line", "format_duration", "format_epoch", "quiet_ray",
-           "root_cause", "verbose"]
+__all__ = ["EpochFollower", "Progress", "data_progress_bars", "error_line", "format_duration",
+           "format_epoch", "quiet_ray", "root_cause", "use_bars", "verbose"]
 
 #: Record keys that are not parts of the loss.
 _NOT_PARTS = frozenset({"epoch", "step", "loss", "acc", "lr", "views_per_s", "epoch_seconds",
@@ -139,6 +146,91 @@ class EpochFollower:
                 print(format_epoch(record, self.total, time.monotonic() - self.started,
                                    self.done_before, mean),
                       file=self.out or sys.stdout, flush=True)
+
+
+def use_bars(stream: TextIO | None = None) -> bool:
+    """Whether progress is drawn as a bar: ``stream`` (default standard error) is a terminal."""
+    stream = stream if stream is not None else sys.stderr
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+class Progress:
+    """Progress of one counted task: a tqdm bar on a terminal, a few plain lines otherwise.
+
+    Without a terminal it prints ``DESC DONE/TOTAL UNITs`` each time the count passes another
+    ``1/lines`` of the total (at most ``lines`` lines, the last at the total), so a log gets a
+    few lines however fast or slow the task is. A total of 0 prints nothing.
+
+    Args:
+        desc: What is counted, e.g. ``"evaluate: features"``.
+        total: The count at the end.
+        unit: The counted thing, singular (``"clip"``, ``"epoch"``).
+        stream: Where it goes (default: standard error).
+        bars: True a bar, False plain lines (default: :func:`use_bars` of ``stream``).
+        lines: Plain lines over the whole task.
+    """
+
+    def __init__(self, desc: str, total: int, *, unit: str = "item",
+                 stream: TextIO | None = None, bars: bool | None = None,
+                 lines: int = 4) -> None:
+        if total < 0 or lines < 1:
+            raise ValueError(f"need total >= 0 and lines >= 1, got {total} and {lines}")
+        self.desc, self.total, self.unit, self.lines = desc, int(total), unit, lines
+        self.stream = stream if stream is not None else sys.stderr
+        self.bars = use_bars(self.stream) if bars is None else bars
+        self.done = 0
+        self._next_line = 1  # the next plain line is due at _next_line / lines of the total
+        self._bar: Any = None
+        if self.bars and self.total:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, desc=desc, unit=unit, file=self.stream,
+                             dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` more done."""
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+            return
+        if self.bars or not self.total or self.done * self.lines < self._next_line * self.total:
+            return
+        while self.done * self.lines >= self._next_line * self.total:
+            self._next_line += 1
+        print(f"{self.desc} {min(self.done, self.total)}/{self.total} {self.unit}s",
+              file=self.stream, flush=True)
+
+    def close(self) -> None:
+        """Finish the bar (plain lines need nothing)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextmanager
+def data_progress_bars(enabled: bool | None = None) -> Iterator[None]:
+    """Ray Data's progress bars on (or off) on this driver for the ``with`` block.
+
+    ``enabled`` None follows :func:`use_bars`. Needs Ray Data (imported here).
+    """
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    before = context.enable_progress_bars
+    context.enable_progress_bars = use_bars() if enabled is None else enabled
+    try:
+        yield
+    finally:
+        context.enable_progress_bars = before
 
 
 def _read_or_none(path: str) -> str | None:

@@ -24,8 +24,7 @@ import posixpath
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, cast
 
@@ -33,6 +32,7 @@ import numpy as np
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from clar_ray.console import data_progress_bars, use_bars
 from clar_ray.data.decode_task import Collector, FileLoader, SyntheticLoader, decode_rows
 from clar_ray.data.manifest import (
     MANIFEST_NAME,
@@ -78,7 +78,7 @@ def prepare_dataset(
     strict: bool = False,
     overwrite: bool = False,
     rows_per_shard: int = 256,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Manifest:
     """Decode a dataset into ``OUT/<split>/*.parquet`` and ``OUT/manifest.json``.
 
@@ -97,7 +97,8 @@ def prepare_dataset(
         overwrite: replace a previously prepared dataset in ``out``.
         rows_per_shard: most rows per Parquet file. Each decode task writes its own shards, so
             shards are smaller when that keeps at least two tasks per CPU busy.
-        progress: show Ray Data's progress bars.
+        progress: show Ray Data's progress bars and a line per split (default: when standard
+            error is a terminal, :func:`clar_ray.console.use_bars`).
 
     Returns:
         The manifest that was written.
@@ -131,7 +132,8 @@ def prepare_dataset(
     )
 
     decode_skipped, silent = _run_ray(rows_by_split, loader, out_fs, out_path, sample_rate,
-                                      clip_samples, rows_per_shard, progress)
+                                      clip_samples, rows_per_shard,
+                                      use_bars() if progress is None else progress)
     skipped = list(listing.skipped) + [
         {"path": p, "reason": r} for p, r in sorted(decode_skipped.items())
     ]
@@ -227,7 +229,7 @@ def _run_ray(
     collector: Any = ray.remote(num_cpus=0)(Collector).remote()
     try:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        with _progress_bars(progress):
+        with data_progress_bars(progress):
             for split, rows in rows_by_split.items():
                 if progress:
                     print(f"prepare: split {split!r}: {len(rows)} files", file=sys.stderr)
@@ -263,19 +265,6 @@ def _run_ray(
         ray.kill(collector)
         if own_session:
             ray.shutdown()
-
-
-@contextmanager
-def _progress_bars(enabled: bool) -> Iterator[None]:
-    import ray.data
-
-    ctx = ray.data.DataContext.get_current()
-    before = ctx.enable_progress_bars
-    ctx.enable_progress_bars = enabled
-    try:
-        yield
-    finally:
-        ctx.enable_progress_bars = before
 
 
 def _check_output(fs: pafs.FileSystem, path: str, out: str, overwrite: bool) -> None:

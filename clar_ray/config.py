@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 import yaml
 
-from clar_ray.augment.presets import AUGMENTATIONS
+from clar_ray.augment.placement import OnDeviceMode
+from clar_ray.augment.presets import AUGMENTATIONS, PresetName
 
 # ConfigError and the override helpers are part of this module's API (the CLI, tune and the
 # tests read them from here); they are defined in the modules that raise and parse them.
@@ -112,9 +113,9 @@ class AugmentConfig:
     """
 
     sequence: tuple[str, ...] = ("fade", "time_mask")
-    preset: Literal["paper", "clar-code"] = "paper"
+    preset: PresetName = "paper"
     params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    on_device: bool | Literal["auto"] = False
+    on_device: bool | OnDeviceMode = False
     actors: int = 0
     cpus_per_actor: float = 1.0
     actor_batch_size: int = 128

@@ -26,6 +26,7 @@ Bounds, from measurements of this implementation (numbers in benchmarks/README.m
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -46,7 +47,7 @@ from clar_ray.augment import (
 )
 from clar_ray.augment import batch_vocoder as BV
 from clar_ray.augment import vocoder as V
-from clar_ray.augment.placement import CPU_MS_PER_VIEW
+from clar_ray.augment.placement import CPU_MS_PER_VIEW, ON_DEVICE_CHOICES, Placement
 
 SR = 8000
 T = 8000
@@ -401,6 +402,17 @@ def test_placement_by_cost() -> None:
     assert place(["fade", "white_noise"], "auto", use_gpu=True).device == ()
     with pytest.raises(ValueError, match="augment.on_device must be one of"):
         place(sequence, "gpu", use_gpu=True)
+
+
+def test_a_placement_names_its_device_step_and_comes_back_from_its_record() -> None:
+    sequence = ["fade", "time_mask", "time_stretch", "pitch_shift", "white_noise"]
+    auto = place(sequence, "auto", use_gpu=True)
+    assert auto.device_first_step == 2 and sequence[auto.device_first_step] == auto.device[0]
+    assert place(sequence, True, use_gpu=True).device_first_step == 0
+    for on_device in ON_DEVICE_CHOICES:  # the training loop gets it as plan.json's record
+        placement = place(sequence, on_device, use_gpu=True)
+        record = json.loads(json.dumps(placement.describe()))
+        assert Placement.from_record(record) == placement
 
 
 @pytest.mark.parametrize("name", sorted(AUGMENTATIONS))

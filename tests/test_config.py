@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import typing
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 import yaml
 
+from clar_ray.augment.placement import ON_DEVICE_CHOICES
+from clar_ray.augment.presets import PRESETS
 from clar_ray.config import (
+    AugmentConfig,
     ConfigError,
     JobConfig,
     apply_overrides,
@@ -104,3 +109,22 @@ def test_load_job_error_names_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", TRAIN_JOBS, ids=lambda p: p.name)
 def test_every_training_job_in_jobs_loads(path: Path) -> None:
     load_job(path)
+
+
+def _allowed(tp: Any) -> set[Any]:
+    """The values a field type allows: a Literal's, both bools, or a union of those."""
+    if typing.get_origin(tp) is Literal:
+        return set(typing.get_args(tp))
+    if tp is bool:
+        return {False, True}
+    return set().union(*(_allowed(arg) for arg in typing.get_args(tp)))
+
+
+@pytest.mark.parametrize(("leaf", "values"), [("preset", PRESETS),
+                                              ("on_device", ON_DEVICE_CHOICES)])
+def test_augment_choices_are_the_augment_packages(leaf: str, values: tuple[Any, ...]) -> None:
+    assert _allowed(typing.get_type_hints(AugmentConfig)[leaf]) == set(values)
+    for value in values:
+        assert getattr(JobConfig.from_dict({"augment": {leaf: value}}).augment, leaf) == value
+    with pytest.raises(ConfigError, match=f"augment.{leaf}"):
+        JobConfig.from_dict({"augment": {leaf: "nope"}})

@@ -23,21 +23,26 @@ torch path costs more CPU per view than the numpy one the actors run, so the act
 
 The run's ``plan.json`` records the placement (:meth:`Placement.describe`), with what the
 actors' part costs: :data:`CPU_MS_PER_VIEW` summed, and the CPU cores it takes per 1,000
-views/s, to set against the cluster's actors (``clar_ray.data.stream.plan_resources``).
+views/s, to set against the cluster's actors (:func:`clar_ray.resources.plan_resources`).
 
 This module is the one place that cuts a sequence: ``Augmenter.split`` and
-``BatchAugmenter.device_part`` ask :func:`split_for_device`, which is the ``true`` rule.
+``BatchAugmenter.device_part`` ask :func:`split_for_device`, which is the ``true`` rule, and
+training builds its device augmenter from :attr:`Placement.device_first_step`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, get_args
 
 from clar_ray.augment.presets import AUGMENTATIONS, get_spec
 
+#: The named value of ``augment.on_device`` beside false and true: its type in
+#: :mod:`clar_ray.config` is ``bool | OnDeviceMode``.
+OnDeviceMode = Literal["auto"]
 #: The values of ``augment.on_device``.
-ON_DEVICE_CHOICES = (False, True, "auto")
+ON_DEVICE_CHOICES: tuple[bool | str, ...] = (False, True, *get_args(OnDeviceMode))
 #: CPU time per view of each augmentation on the actors (``AugmentationSpec.cpu_ms_per_view``:
 #: numpy, one core, a 1-s clip at 16 kHz; relative costs). Scale with the clip's samples.
 CPU_MS_PER_VIEW = {name: spec.cpu_ms_per_view for name, spec in AUGMENTATIONS.items()}
@@ -57,6 +62,16 @@ class Placement:
     actors: tuple[str, ...]
     device: tuple[str, ...]
     rule: str
+
+    @property
+    def device_first_step(self) -> int:
+        """Index of ``device[0]`` in the job's sequence (its ``step`` in the seed rule)."""
+        return len(self.actors)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Placement:
+        """The placement in a :meth:`describe` record (``plan.json``, the training loop's)."""
+        return cls(tuple(record["actors"]), tuple(record["device"]), str(record["rule"]))
 
     @property
     def actor_ms_per_view(self) -> float:
@@ -129,4 +144,5 @@ def place(sequence: Sequence[str], on_device: bool | str, *, use_gpu: bool) -> P
                                                "phase-vocoder augmentation on, on the device")
 
 
-__all__ = ["CPU_MS_PER_VIEW", "ON_DEVICE_CHOICES", "Placement", "place", "split_for_device"]
+__all__ = ["CPU_MS_PER_VIEW", "ON_DEVICE_CHOICES", "OnDeviceMode", "Placement", "place",
+           "split_for_device"]

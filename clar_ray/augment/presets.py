@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from clar_ray.augment.ops import (
     fade,
@@ -36,7 +36,10 @@ from clar_ray.augment.ops import (
 from clar_ray.augment.spec import AugmentationSpec
 from clar_ray.coerce import ConfigError, coerce
 
-PRESETS = ("paper", "clar-code")
+#: The presets a job may name: the type of ``augment.preset`` in :mod:`clar_ray.config`.
+PresetName = Literal["paper", "clar-code"]
+#: The same names as a tuple (for checks, messages and tests).
+PRESETS: tuple[str, ...] = typing.get_args(PresetName)
 
 #: The order in which the official code composes the augmentations it is given.
 CLAR_CODE_ORDER = (

@@ -8,7 +8,9 @@ Legend: B clips per batch, T samples, D features.
 
 ``out`` ending in ``.parquet`` is one file, written on the driver as the batches stream in;
 any other ``out`` is a folder of shards written by Ray Data in parallel. ``embedding`` is a
-``fixed_size_list<float32>[D]``, which pyarrow, pandas and Ray Data all read back.
+``fixed_size_list<float32>[D]``, which pyarrow, pandas and Ray Data all read back. On a terminal
+a progress bar follows the rows (Ray Data's bars for a folder); otherwise a file's writing prints
+a few plain lines (:mod:`clar_ray.console`).
 
 Nothing that clar-ray did not write is ever replaced: an existing file is replaced only with
 ``overwrite`` and only if its schema metadata says clar-ray wrote it; a folder must be new or
@@ -18,7 +20,6 @@ lists are removed.
 
 from __future__ import annotations
 
-import os
 import posixpath
 from typing import Any
 
@@ -28,7 +29,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from torch import nn
 
-from clar_ray import artifacts, storage
+from clar_ray import artifacts, console, storage
 from clar_ray.data.manifest import Manifest, pcm_from_values
 from clar_ray.evaluate import check_compatible, default_device, extract_features, feature_size
 
@@ -85,12 +86,12 @@ class EmbedActor:
 
 
 def _actor_plan(actors: int | None) -> tuple[int, float, float]:
-    """(actors, CPUs per actor, GPUs per actor) from the cluster's resources."""
-    import ray
+    """(actors, CPUs per actor, GPUs per actor) from the connected cluster's resources."""
+    from clar_ray.resources import read_cluster
 
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    cpus = max(1, int(resources.get("CPU", 1)))
+    cluster = read_cluster()
+    gpus = int(cluster.gpus)
+    cpus = max(1, int(cluster.cpus))
     if gpus:
         return actors or gpus, 1.0, 1.0
     return actors or max(1, min(8, cpus // 2)), 1.0, 0.0
@@ -151,7 +152,8 @@ def embed_run(run_dir: str, data: str, out: str, *, split: str | None = None,
               overwrite: bool = False) -> int:
     """Write one embedding row per clip of ``data`` with a run's frozen encoder.
 
-    Uses the running Ray session, or starts a local one for the call. Each actor takes one
+    Uses the running Ray session, or reaches one for the call
+    (:func:`clar_ray.resources.init_ray`: RAY_ADDRESS, else a new local Ray). Each actor takes one
     GPU when the cluster has GPUs (up to one actor per GPU), else one CPU (up to half the
     CPUs, at most 8).
 
@@ -176,6 +178,8 @@ def embed_run(run_dir: str, data: str, out: str, *, split: str | None = None,
     import ray
     import ray.data
 
+    from clar_ray.resources import init_ray
+
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if actors is not None and actors < 1:
@@ -189,13 +193,7 @@ def embed_run(run_dir: str, data: str, out: str, *, split: str | None = None,
     fs, _root = storage.resolve_filesystem(data)
     files = [storage.resolve_filesystem(path)[1]
              for name in splits for path in manifest.shard_paths(data, name)]
-    from clar_ray import console
-
-    own_session = not ray.is_initialized()
-    if own_session:  # RAY_ADDRESS, else a new local Ray (never another user's local cluster)
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
-                 **console.ray_init_kwargs())
-        console.quiet_data_context()
+    own_session = init_ray()  # RAY_ADDRESS, else a new local Ray (never another user's)
     try:
         size, cpus, gpus = _actor_plan(actors)
         dataset = ray.data.read_parquet(files, filesystem=fs).select_columns(
@@ -210,9 +208,11 @@ def embed_run(run_dir: str, data: str, out: str, *, split: str | None = None,
             fn_constructor_kwargs={"extractor": extractor, "threads": int(cpus)},
         )
         if out.endswith(".parquet"):
-            rows = _write_file(embedded, out, embedding_schema(feature_size(extractor)))
+            rows = _write_file(embedded, out, embedding_schema(feature_size(extractor)),
+                               expected)
         else:
-            rows = _write_folder(embedded, out)
+            with console.data_progress_bars():
+                rows = _write_folder(embedded, out)
     finally:
         if own_session:
             ray.shutdown()
@@ -222,18 +222,23 @@ def embed_run(run_dir: str, data: str, out: str, *, split: str | None = None,
     return rows
 
 
-def _write_file(dataset: Any, out: str, schema: pa.Schema) -> int:
-    """Stream the batches into one Parquet file; returns the rows written."""
+def _write_file(dataset: Any, out: str, schema: pa.Schema, expected: int) -> int:
+    """Stream the batches into one Parquet file; returns the rows written.
+
+    A :class:`clar_ray.console.Progress` counts the rows against ``expected``.
+    """
     fs, inner = storage.resolve_filesystem(out)
     parent = posixpath.dirname(inner)
     if parent:
         fs.create_dir(parent, recursive=True)
     rows = 0
     try:
-        with pq.ParquetWriter(inner, schema, filesystem=fs) as writer:
+        with (pq.ParquetWriter(inner, schema, filesystem=fs) as writer,
+              console.Progress("embed", expected, unit="clip") as bar):
             for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
                 writer.write_table(table.cast(schema))
                 rows += table.num_rows
+                bar.update(table.num_rows)
     except BaseException:  # no half-written file that a re-run would have to --overwrite
         if fs.get_file_info(inner).type == pafs.FileType.File:
             fs.delete_file(inner)

@@ -9,18 +9,15 @@ Legend: N clips, T samples, D features, C classes.
 The test side is always the raw clips of the eval split: no augmentation is ever applied here,
 and the probe trains on *every* labelled training clip, whatever ``data.label_fraction`` the
 encoder's training saw. ``Probe`` does this during training (learning curves); ``evaluate_run``
-does it once for a finished run and writes ``RUN_DIR/result.json``. Embedding export with Ray
-Data lives in :mod:`clar_ray.embed`.
+does it once for a finished run, with a progress bar on a terminal (:mod:`clar_ray.console`),
+and writes ``RUN_DIR/result.json``. The scores themselves are :mod:`clar_ray.scoring`'s pure
+functions (re-exported here); embedding export with Ray Data lives in :mod:`clar_ray.embed`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,9 +25,10 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from clar_ray import artifacts, storage
+from clar_ray import artifacts, runlog, storage
 from clar_ray.config import JobConfig
 from clar_ray.data.manifest import Manifest, load_split
+from clar_ray.scoring import KNN_TEMPERATURE, PROBE_BATCH_SIZE, knn_accuracy, linear_probe
 
 __all__ = [
     "KNN_TEMPERATURE",
@@ -38,7 +36,6 @@ __all__ = [
     "Probe",
     "check_compatible",
     "default_device",
-    "embed_run",
     "evaluate_run",
     "extract_features",
     "feature_size",
@@ -48,12 +45,6 @@ __all__ = [
     "result_from_training",
 ]
 
-#: Temperature of the kNN vote weights ``exp(cos / t)`` (Wu et al. 2018; DINO, solo-learn).
-KNN_TEMPERATURE = 0.07
-#: Rows per Adam step of the linear probe.
-PROBE_BATCH_SIZE = 256
-#: Elements of one test-by-train similarity block in ``knn_accuracy`` (bounds its memory).
-_KNN_BLOCK_ELEMENTS = 1 << 24
 _PCM_SCALE = 1.0 / 32768.0
 
 Extractor = Callable[[Tensor], Tensor] | nn.Module
@@ -76,7 +67,8 @@ def _check_pcm(pcm: np.ndarray) -> np.ndarray:
 
 
 def extract_features(extractor: Extractor, pcm: np.ndarray, *, batch_size: int = 256,
-                     device: torch.device | str = "cpu") -> np.ndarray:
+                     device: torch.device | str = "cpu",
+                     progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Encode clips with a frozen extractor, in batches, without gradients or augmentation.
 
     Args:
@@ -86,6 +78,7 @@ def extract_features(extractor: Extractor, pcm: np.ndarray, *, batch_size: int =
         pcm: Clips ``(N, T)``: int16 PCM (scaled by 1/32768) or float32 waves.
         batch_size: Clips per forward pass.
         device: Where the extractor runs.
+        progress: Called with the clips of each batch done (a progress bar's ``update``).
 
     Returns:
         Features ``(N, D)`` float32 on the CPU, in the order of ``pcm``.
@@ -116,172 +109,12 @@ def extract_features(extractor: Extractor, pcm: np.ndarray, *, batch_size: int =
                     raise ValueError(f"the extractor must return (B, D) = ({wave.shape[0]}, D), "
                                      f"got {tuple(feats.shape)}")
                 chunks.append(feats.float().cpu())
+                if progress is not None:
+                    progress(wave.shape[0])
     finally:
         if module is not None:
             module.train(was_training)
     return torch.cat(chunks).numpy()
-
-
-def _check_xy(x: np.ndarray, y: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.asarray(x), np.asarray(y)
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"{name}_x must have shape (N, D) with N > 0, got {x.shape}")
-    if y.shape != (x.shape[0],):
-        raise ValueError(f"{name}_y must have shape ({x.shape[0]},), got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
-        raise ValueError(f"{name}_y must hold class indices >= 0 (no -1 'unlabelled' rows), "
-                         f"got dtype {y.dtype}, min {y.min()}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name}_x holds {int((~np.isfinite(x)).sum())} non-finite values")
-    # writable, C-ordered arrays: torch.from_numpy warns on read-only ones (Arrow-backed)
-    return (np.require(x, dtype=np.float32, requirements=["C", "W"]),
-            np.require(y, dtype=np.int64, requirements=["C", "W"]))
-
-
-def _check_pair(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                test_y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    train_x, train_y = _check_xy(train_x, train_y, "train")
-    test_x, test_y = _check_xy(test_x, test_y, "test")
-    if train_x.shape[1] != test_x.shape[1]:
-        raise ValueError(f"train and test features differ in size: {train_x.shape[1]} != "
-                         f"{test_x.shape[1]}")
-    return train_x, train_y, test_x, test_y
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one CPU thread: the probe's steps are too small to repay thread syncs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                 test_y: np.ndarray, *, epochs: int = 100, lr: float = 0.01,
-                 weight_decay: float = 1e-4, seed: int = 0, device: torch.device | str = "cpu",
-                 batch_size: int = PROBE_BATCH_SIZE) -> dict[str, float]:
-    """Top-1 accuracy of a linear classifier trained on frozen features.
-
-    Features are standardised with the training rows' mean and standard deviation (constant
-    dimensions keep scale 1), so one learning rate fits any encoder's feature scale. The layer
-    starts at zero and is trained with Adam (L2 ``weight_decay``) on shuffled mini-batches with
-    a cosine-decayed learning rate; the final layer is scored (no early stopping on the test
-    split). The problem is convex, so the zero start and the decay to 0 make the result depend
-    on the seed only through the mini-batch order. On the CPU the steps run on one thread: a
-    step (``batch_size`` x D by D x C) is too small to repay the synchronisation of several.
-
-    Why mini-batch Adam: with standardised inputs one learning rate works for every encoder;
-    a step costs microseconds, so FSDD-sized probes (2,700 x 512, 100 epochs = 1,100 steps)
-    take about a second on one CPU core; and it uses the job's ``probe_lr``, ``probe_epochs``
-    and ``probe_weight_decay`` as they read. Full-batch L-BFGS to the optimum of the weakly
-    regularised problem was no more accurate on 512-d features (it overfits the way Adam's
-    finite schedule does not) and needs every row on the device at once.
-
-    Args:
-        train_x: Training features ``(N, D)``; every row is used.
-        train_y: Training labels ``(N,)``, class indices >= 0.
-        test_x: Test features ``(M, D)``.
-        test_y: Test labels ``(M,)``.
-        epochs: Passes over the training rows.
-        lr: Peak Adam learning rate.
-        weight_decay: L2 penalty of Adam.
-        seed: Seed of the mini-batch order.
-        device: Where the classifier trains.
-        batch_size: Rows per step.
-
-    Returns:
-        ``{"linear_top1": accuracy in [0, 1]}``.
-
-    Raises:
-        ValueError: Bad shapes, labels < 0, non-finite features, or bad hyper-parameters.
-    """
-    train_x, train_y, test_x, test_y = _check_pair(train_x, train_y, test_x, test_y)
-    if epochs < 1 or batch_size < 1 or lr <= 0 or weight_decay < 0:
-        raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0 and weight_decay >= 0, got "
-                         f"{epochs}, {batch_size}, {lr}, {weight_decay}")
-    device = torch.device(device)
-    mean = train_x.mean(axis=0, dtype=np.float64)
-    std = train_x.std(axis=0, dtype=np.float64)
-    std[std < 1e-8 * np.maximum(1.0, np.abs(mean))] = 1.0
-    x = torch.from_numpy(((train_x - mean) / std).astype(np.float32)).to(device)  # (N, D)
-    xt = torch.from_numpy(((test_x - mean) / std).astype(np.float32)).to(device)  # (M, D)
-    y = torch.from_numpy(train_y).to(device)
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
-    layer = nn.Linear(x.shape[1], num_classes).to(device)
-    nn.init.zeros_(layer.weight)
-    nn.init.zeros_(layer.bias)
-    optimizer = torch.optim.Adam(layer.parameters(), lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(seed)
-    n = x.shape[0]
-    total = epochs * math.ceil(n / batch_size)
-    step = 0
-    threads = _one_thread() if device.type == "cpu" else contextlib.nullcontext()
-    with threads, torch.enable_grad():
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=generator).to(device)
-            for start in range(0, n, batch_size):
-                rows = order[start:start + batch_size]
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
-                loss = nn.functional.cross_entropy(layer(x[rows]), y[rows])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-    with torch.no_grad():
-        predicted = layer(xt).argmax(dim=1).cpu().numpy()
-    return {"linear_top1": float(np.mean(predicted == test_y))}
-
-
-def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                 test_y: np.ndarray, *, k: int = 20, temperature: float = KNN_TEMPERATURE,
-                 device: torch.device | str = "cpu") -> float:
-    """Top-1 accuracy of a k-nearest-neighbour classifier on cosine similarity.
-
-    Each test clip's ``k`` most similar training clips vote for their class with weight
-    ``exp(cos / temperature)`` (the weighted vote of Wu et al. 2018, used by DINO and
-    solo-learn): a closer neighbour counts more, and ties between classes practically never
-    happen. ``k`` larger than the training set uses every training clip.
-
-    Args:
-        train_x: Training features ``(N, D)``.
-        train_y: Training labels ``(N,)``.
-        test_x: Test features ``(M, D)``.
-        test_y: Test labels ``(M,)``.
-        k: Neighbours per test clip (>= 1).
-        temperature: Vote temperature (> 0).
-        device: Where the similarities are computed.
-
-    Returns:
-        The accuracy, in [0, 1].
-
-    Raises:
-        ValueError: Bad shapes or labels, ``k`` < 1 or ``temperature`` <= 0.
-    """
-    train_x, train_y, test_x, test_y = _check_pair(train_x, train_y, test_x, test_y)
-    if k < 1 or temperature <= 0:
-        raise ValueError(f"need k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
-    device = torch.device(device)
-    bank = nn.functional.normalize(torch.from_numpy(train_x).to(device), dim=1)  # (N, D)
-    bank_y = torch.from_numpy(train_y).to(device)
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
-    k = min(k, bank.shape[0])
-    block = max(1, _KNN_BLOCK_ELEMENTS // bank.shape[0])
-    correct = 0
-    for start in range(0, test_x.shape[0], block):
-        query = torch.from_numpy(test_x[start:start + block]).to(device)
-        sims = nn.functional.normalize(query, dim=1) @ bank.T  # (b, N)
-        top_sims, top_rows = sims.topk(k, dim=1)  # (b, k)
-        # exp((s - 1) / t): the same vote as exp(s / t), without overflow
-        weights = torch.exp((top_sims - 1.0) / temperature)
-        votes = torch.zeros(query.shape[0], num_classes, device=device)
-        votes.scatter_add_(1, bank_y[top_rows], weights)  # (b, C)
-        predicted = votes.argmax(dim=1).cpu().numpy()
-        correct += int(np.sum(predicted == test_y[start:start + block]))
-    return correct / test_x.shape[0]
 
 
 class Probe:
@@ -326,19 +159,30 @@ class Probe:
         """Eval clips the probe is scored on."""
         return int(self.test_y.shape[0])
 
-    def features(self, extractor: Extractor) -> tuple[np.ndarray, np.ndarray]:
-        """Features of the raw train and eval clips: ``(N, D)`` and ``(M, D)`` float32."""
-        size = self.job.eval.batch_size
-        return (extract_features(extractor, self.train_pcm, batch_size=size, device=self.device),
-                extract_features(extractor, self.test_pcm, batch_size=size, device=self.device))
+    def features(self, extractor: Extractor, progress: Callable[[int], None] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Features of the raw train and eval clips: ``(N, D)`` and ``(M, D)`` float32.
 
-    def score(self, train_x: np.ndarray, test_x: np.ndarray) -> dict[str, float]:
-        """Linear-probe and kNN accuracy of given features (rows in split order)."""
+        ``progress`` is called with the clips of each batch done (train, then eval clips).
+        """
+        size, device = self.job.eval.batch_size, self.device
+        train_x = extract_features(extractor, self.train_pcm, batch_size=size, device=device,
+                                   progress=progress)
+        test_x = extract_features(extractor, self.test_pcm, batch_size=size, device=device,
+                                  progress=progress)
+        return train_x, test_x
+
+    def score(self, train_x: np.ndarray, test_x: np.ndarray,
+              progress: Callable[[int], None] | None = None) -> dict[str, float]:
+        """Linear-probe and kNN accuracy of given features (rows in split order).
+
+        ``progress`` is called with 1 after each epoch of the linear probe.
+        """
         ev = self.job.eval
         result = linear_probe(train_x, self.train_y, test_x, self.test_y,
                               epochs=ev.probe_epochs, lr=ev.probe_lr,
                               weight_decay=ev.probe_weight_decay, seed=self.job.train.seed,
-                              device=self.device)
+                              device=self.device, progress=progress)
         result["knn_top1"] = knn_accuracy(train_x, self.train_y, test_x, self.test_y,
                                           k=ev.knn_k, device=self.device)
         return result
@@ -424,14 +268,23 @@ def evaluate_run(run_dir: str, data: str | None = None) -> dict[str, Any]:
     extractor, info = artifacts.load_encoder(run_dir)
     path = data or job.data.path
     check_compatible(Manifest.read(path), info, path)
-    device = default_device()
     started = time.perf_counter()
-    probe = Probe(job, device=device, data=path)
-    scores = probe.score(*probe.features(extractor))
+    probe = Probe(job, device=default_device(), data=path)
+    scores = _probe_with_progress(probe, extractor)
     return _write_result(run_dir, job, scores, data=path, epoch=int(info["epoch"]),
                          rows=(probe.train_rows, probe.test_rows),
                          num_features=feature_size(extractor),
                          seconds=time.perf_counter() - started, source="evaluate")
+
+
+def _probe_with_progress(probe: Probe, extractor: nn.Module) -> dict[str, float]:
+    """``probe.score(*probe.features(extractor))`` with a bar per stage on a terminal."""
+    from clar_ray.console import Progress
+
+    with Progress("evaluate: features", probe.train_rows + probe.test_rows, unit="clip") as bar:
+        train_x, test_x = probe.features(extractor, progress=bar.update)
+    with Progress("evaluate: linear probe", probe.job.eval.probe_epochs, unit="epoch") as bar:
+        return probe.score(train_x, test_x, progress=bar.update)
 
 
 def result_from_training(run_dir: str) -> dict[str, Any] | None:
@@ -441,11 +294,8 @@ def result_from_training(run_dir: str) -> dict[str, Any] | None:
     > 0), on the training device; probing it again would give the same numbers. Returns what
     :func:`evaluate_run` returns, or None when the last epoch was not probed.
     """
-    path = artifacts.run_file(run_dir, artifacts.METRICS_FILE)
-    if not storage.exists(path):
-        return None
-    lines = [line for line in storage.read_text(path).splitlines() if line.strip()]
-    last = json.loads(lines[-1]) if lines else {}
+    records = runlog.read_metrics(run_dir)
+    last = records[-1] if records else {}
     if "linear_top1" not in last or "knn_top1" not in last:
         return None
     job = load_run_job(run_dir)
@@ -462,7 +312,7 @@ def result_from_training(run_dir: str) -> dict[str, Any] | None:
 def _write_result(run_dir: str, job: JobConfig, scores: dict[str, Any], *, data: str,
                   epoch: int, rows: tuple[int, int], num_features: int, seconds: float,
                   source: str) -> dict[str, Any]:
-    """Write ``result.json`` and the ``eval/*`` scalars (at the last epoch's index)."""
+    """Write ``result.json`` and the ``eval/*`` scalars (:func:`clar_ray.runlog.eval_step`)."""
     result: dict[str, Any] = {
         "linear_top1": float(scores["linear_top1"]),
         "knn_top1": float(scores["knn_top1"]),
@@ -480,33 +330,7 @@ def _write_result(run_dir: str, job: JobConfig, scores: dict[str, Any], *, data:
         "source": source,  # "training" (its last epoch's probe) or "evaluate"
     }
     storage.write_json(artifacts.run_file(run_dir, artifacts.RESULT_FILE), result)
-    # TensorBoard's x axis of epoch/* is the epoch index: the encoder of `epoch` trained
-    # epochs is the one at index epoch - 1.
-    _log_scalars(run_dir, {"eval/linear_top1": result["linear_top1"],
-                           "eval/knn_top1": result["knn_top1"]}, step=max(epoch - 1, 0))
+    with runlog.Board(run_dir) as board:
+        board.scalars("eval", {"linear_top1": result["linear_top1"],
+                               "knn_top1": result["knn_top1"]}, runlog.eval_step(epoch))
     return result
-
-
-def _log_scalars(run_dir: str, values: dict[str, float], step: int) -> None:
-    """Add scalars to the run's TensorBoard folder (through a local folder for URIs)."""
-    from tensorboardX import SummaryWriter
-
-    target = artifacts.run_file(run_dir, artifacts.TENSORBOARD_DIR)
-    remote = storage.is_uri(run_dir)
-    folder = tempfile.mkdtemp(prefix="clar-ray-tb-") if remote else target
-    writer = SummaryWriter(folder)
-    try:
-        for tag, value in values.items():
-            writer.add_scalar(tag, value, step)
-    finally:
-        writer.close()
-    if remote:
-        storage.upload_dir(folder, target)
-
-
-def embed_run(run_dir: str, data: str, out: str, *, split: str | None = None,
-              batch_size: int = 256) -> int:
-    """Write one embedding per clip with Ray Data; see :func:`clar_ray.embed.embed_run`."""
-    from clar_ray.embed import embed_run as _embed_run
-
-    return _embed_run(run_dir, data, out, split=split, batch_size=batch_size)

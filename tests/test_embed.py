@@ -58,13 +58,20 @@ def check_rows(table, data: str, splits: tuple[str, ...], expected: np.ndarray) 
 
 
 def test_embed_writes_one_row_per_clip_to_a_file(ray_session: None, prepared: tuple,
-                                                 tmp_path: Path) -> None:
+                                                 tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     data, run_dir, expected = prepared
     out = tmp_path / "sub" / "embeddings.parquet"
     assert embed_run(run_dir, data, str(out), batch_size=4) == 30
     table = pq.read_table(out)
     assert table.schema == embedding_schema(expected.shape[1])
     check_rows(table, data, ("train", "test"), expected)
+    # Without a terminal: a plain line as each quarter of the rows is written (how many rows a
+    # batch brings depends on Ray Data's blocks), the last at the total.
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("embed ")]
+    done = [int(line.split()[1].split("/")[0]) for line in lines]
+    assert 1 <= len(lines) <= 4 and lines[-1] == "embed 30/30 clips"
+    assert done == sorted(set(done)), lines
 
 
 def test_embed_writes_one_split_to_a_folder(ray_session: None, prepared: tuple,

@@ -211,6 +211,19 @@ def test_linear_probe_is_deterministic_for_a_seed() -> None:
     assert runs[0] == runs[1]
 
 
+def test_progress_counts_clips_and_probe_epochs_and_changes_no_number() -> None:
+    done: list[int] = []
+    pcm, _ = clips(10, np.random.default_rng(4))
+    feats = extract_features(tiny_extractor(), pcm, batch_size=4, progress=done.append)
+    assert done == [4, 4, 2]
+    np.testing.assert_array_equal(feats, extract_features(tiny_extractor(), pcm, batch_size=4))
+    epochs: list[int] = []
+    x, y = gaussian_classes(np.random.default_rng(3), 5, 40, 8, separation=2.0)
+    counted = linear_probe(x[::2], y[::2], x[1::2], y[1::2], epochs=5, progress=epochs.append)
+    assert epochs == [1] * 5
+    assert counted == linear_probe(x[::2], y[::2], x[1::2], y[1::2], epochs=5)
+
+
 def test_linear_probe_rejects_unlabelled_rows() -> None:
     x = np.zeros((3, 2), dtype=np.float32)
     with pytest.raises(ValueError, match="train_y"):
@@ -339,6 +352,19 @@ def test_evaluate_run_scores_raw_clips_with_every_label(dataset: str, tmp_path: 
     # eval scalars sit at the last epoch's index (epoch 3 of a run = step 2), like epoch/*
     assert scalars["eval/linear_top1"] == [(2, pytest.approx(result["linear_top1"]))]
     assert scalars["eval/knn_top1"] == [(2, pytest.approx(result["knn_top1"]))]
+
+
+def test_evaluate_run_prints_a_few_plain_lines_without_a_terminal(
+        dataset: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir, _ = make_run(tmp_path / "run", tiny_job(dataset))
+    evaluate_run(run_dir)
+    captured = capsys.readouterr()
+    # 60 + 21 clips in batches of 16 (16, 32, 48, 60, 76, 81 done): a line as each quarter of
+    # 81 is passed; then the probe's 10 epochs, a line at 3, 5, 8 and 10. No bar, no stdout.
+    assert captured.err.splitlines() == [
+        *(f"evaluate: features {n}/81 clips" for n in (32, 48, 76, 81)),
+        *(f"evaluate: linear probe {n}/10 epochs" for n in (3, 5, 8, 10))]
+    assert captured.out == ""
 
 
 def test_evaluate_run_on_other_data_checks_the_audio_format(dataset: str,

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 import torch
 
-from clar_ray.config import FRONTEND_ENCODERS, ModelConfig, ObjectiveConfig
+from clar_ray.config import (
+    DEFAULT_TEMPERATURES,
+    FRONTEND_ENCODERS,
+    LABEL_FREE_OBJECTIVES,
+    ModelConfig,
+    ObjectiveConfig,
+    ObjectiveName,
+)
 from clar_ray.methods import METHODS, build_method
 from clar_ray.models import build_frontend
 
@@ -129,11 +138,14 @@ def test_acl_angular_term_reads_where_configured(angular_input: str) -> None:
     torch.testing.assert_close(loss, expected)
 
 
-@pytest.mark.parametrize("objective", ["simclr", "acl", "slicer"])
-def test_label_free_objectives_read_no_label(objective: str) -> None:
-    from clar_ray.config import LABEL_FREE_OBJECTIVES
+def test_the_config_names_exactly_the_registry_objectives() -> None:
+    assert set(get_args(ObjectiveName)) == set(METHODS)
+    assert set(LABEL_FREE_OBJECTIVES) <= set(METHODS)
+    assert set(DEFAULT_TEMPERATURES) <= set(METHODS)
 
-    assert objective in LABEL_FREE_OBJECTIVES
+
+@pytest.mark.parametrize("objective", sorted(METHODS))
+def test_an_objective_reads_labels_unless_it_is_label_free(objective: str) -> None:
     torch.manual_seed(0)
     method = build_method(ModelConfig(frontend="raw", encoder="resnet18_1d", width=4,
                                       hidden_dim=24, projection_dim=12),
@@ -145,4 +157,7 @@ def test_label_free_objectives_read_no_label(objective: str) -> None:
     with torch.no_grad():
         with_labels, _ = method(x_a, x_b, ids, labels)
         without, _ = method(x_a, x_b, ids, torch.full_like(labels, -1))
-    torch.testing.assert_close(with_labels, without)
+    if objective in LABEL_FREE_OBJECTIVES:
+        torch.testing.assert_close(with_labels, without)
+    else:
+        assert float((with_labels - without).abs()) > 1e-4, (with_labels, without)

@@ -349,15 +349,6 @@ def test_view_pair_ids_outside_ddp() -> None:
     assert view_pair_ids(6).tolist() == [0, 1, 2, 0, 1, 2]
 
 
-def test_objective_names_are_the_methods_registry() -> None:
-    from typing import get_args
-
-    from clar_ray.config import ObjectiveName
-    from clar_ray.methods import METHODS
-
-    assert set(get_args(ObjectiveName)) == set(METHODS)
-
-
 def test_ema_update() -> None:
     teacher, student = nn.Linear(3, 2), nn.Linear(3, 2)
     t0 = [p.detach().clone() for p in teacher.parameters()]

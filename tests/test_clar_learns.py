@@ -17,7 +17,7 @@ from clar_ray.config import JobConfig
 from clar_ray.methods import build_method
 from clar_ray.models import build_frontend
 from clar_ray.optim import schedule
-from clar_ray.train import _make_optimizer
+from clar_ray.train_loop import _make_optimizer
 
 SAMPLE_RATE = 8000
 SAMPLES = 2000

@@ -30,7 +30,9 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _add_job_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("job", nargs="?", help="job YAML file (see jobs/)")
+    parser.add_argument("job", nargs="?",
+                        help="job YAML file (see jobs/); with --resume it may be left out: "
+                             "the run's config.yaml")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                         metavar="KEY=VALUE",
                         help="override a config leaf, e.g. --set train.epochs=3 model.width=16 "
@@ -163,10 +165,23 @@ def _load_job(path: str | None, overrides: Sequence[str]) -> Any:
     """:func:`load_job` whose every failure is one line (a ConfigError)."""
     import yaml
 
-    from clar_ray.config import parse_overrides
-
     if path is None:
         raise ConfigError("the job YAML file is missing: clar-ray COMMAND JOB.yaml [--set ...]")
+    _check_overrides(overrides)
+    if not Path(path).is_file():
+        raise ConfigError(f"job file {path} not found (jobs live in jobs/*.yaml)")
+    try:
+        return load_job(path, overrides)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_where(err)})") from None
+
+
+def _check_overrides(overrides: Sequence[str]) -> None:
+    """Refuse a ``--set`` whose value is not YAML, in one line that shows how to quote it."""
+    import yaml
+
+    from clar_ray.config import parse_overrides
+
     for text in overrides:
         try:
             parse_overrides([text])
@@ -174,12 +189,33 @@ def _load_job(path: str | None, overrides: Sequence[str]) -> Any:
             raise ConfigError(f"--set {text!r}: the value is not valid YAML ({_yaml_where(err)}); "
                               f"quote brackets and spaces, e.g. --set 'augment.sequence=[fade, "
                               f"time_mask]'") from None
-    if not Path(path).is_file():
-        raise ConfigError(f"job file {path} not found (jobs live in jobs/*.yaml)")
+
+
+def _run_job(run_dir: str, overrides: Sequence[str]) -> Any:
+    """The job of the run in ``run_dir`` (its ``config.yaml``) with ``overrides`` applied.
+
+    ``clar-ray train --out RUN_DIR --resume`` continues a run without its job file;
+    :func:`clar_ray.rundir.check_resume` still decides which overrides may change.
+    """
+    import yaml
+
+    from clar_ray import artifacts, storage
+    from clar_ray.config import JobConfig
+    from clar_ray.overrides import apply_overrides
+
+    _check_overrides(overrides)
+    path = artifacts.run_file(storage.absolute(run_dir), artifacts.CONFIG_FILE)
+    if not storage.exists(path):
+        raise FileNotFoundError(f"--resume: no run to continue in {run_dir} (no "
+                                f"{artifacts.CONFIG_FILE}); to start one, name its job: "
+                                f"clar-ray train JOB.yaml --out {run_dir}")
     try:
-        return load_job(path, overrides)
+        raw = yaml.safe_load(storage.read_text(path)) or {}
+        return JobConfig.from_dict(apply_overrides(raw, overrides))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({_yaml_where(err)})") from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 def _yaml_where(err: Exception) -> str:
@@ -192,9 +228,14 @@ def _yaml_where(err: Exception) -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from clar_ray.resources import with_absolute_data
     from clar_ray.train import run_training
 
-    job = _load_job(args.job, args.overrides)
+    if args.job is None and args.resume:
+        job = _run_job(args.out, args.overrides)
+    else:
+        job = _load_job(args.job, args.overrides)
+    job = with_absolute_data(job)  # data/fsdd means the same in Ray Train's workers
     summary = run_training(job, args.out, resume=args.resume, overwrite=args.overwrite,
                            evaluate=not args.no_eval, address=args.address)
     _print_summary(summary)
@@ -363,8 +404,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             traceback.print_exc()
         line, user_error = console.error_line(err, _USER_ERRORS)
-        ours = type(console.root_cause(err)).__module__.startswith("clar_ray")
-        hint = "" if verbose or user_error or ours else " (--verbose shows the traceback)"
+        root = console.root_cause(err)
+        # clar-ray's own message is the whole story unless it wraps another error (Ray's
+        # failed start): then the traceback holds more.
+        whole = type(root).__module__.startswith("clar_ray") and root.__cause__ is None
+        hint = "" if verbose or user_error or whole else " (--verbose shows the traceback)"
         print(f"clar-ray {args.command}: error: {line}{hint}", file=sys.stderr)
         return 2 if user_error else 1
 

@@ -331,7 +331,9 @@ def error_line(err: BaseException,
         text = str(root.args[0])
     if len(text) > 400:
         text = text[:397] + "..."
+    if _is_ours(root):  # its message names the cause and the fix: no type name before it
+        return text, isinstance(root, user_errors)
     # A ValueError deep inside a Ray worker is no mistake of the user's command line.
-    if isinstance(root, user_errors) and (root is err or _is_ours(root)):
+    if isinstance(root, user_errors) and root is err:
         return text, True
     return f"{type(root).__name__}: {text}", False

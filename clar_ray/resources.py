@@ -16,6 +16,7 @@ Ray).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -26,9 +27,9 @@ from typing import Any
 from clar_ray.config import ConfigError, JobConfig
 
 __all__ = ["DRIVER_CPUS", "RAY_NAMESPACE", "TRIAL_CPUS", "Cluster", "RayStartError",
-           "ResourcePlan", "ResourcePlanError", "StudyPlan", "cluster_plan", "ensure_ray",
-           "init_ray", "local_cpus", "plan_resources", "plan_study", "read_cluster",
-           "steps_per_epoch", "study_local_cpus", "with_actors"]
+           "ResourcePlan", "ResourcePlanError", "StudyPlan", "check_reachable", "cluster_plan",
+           "ensure_ray", "init_ray", "local_cpus", "plan_resources", "plan_study", "read_cluster",
+           "steps_per_epoch", "study_local_cpus", "with_absolute_data", "with_actors"]
 
 #: Logical CPUs kept free for the driver side of the training streams: Ray Data's executor,
 #: the split coordinators and Ray Data's stats and autoscaling actors. The streams start no
@@ -198,6 +199,20 @@ def with_actors(job: JobConfig, actors: int) -> JobConfig:
     return dataclasses.replace(job, augment=dataclasses.replace(job.augment, actors=actors))
 
 
+def with_absolute_data(job: JobConfig) -> JobConfig:
+    """The job with a relative local ``data.path`` made absolute (from the current folder).
+
+    Ray Train runs its workers in a working folder of its own, where a relative path (``--set
+    data.path=data/fsdd``) names nothing.
+    """
+    from clar_ray import storage
+
+    if not job.data.path or storage.absolute(job.data.path) == job.data.path:
+        return job
+    return dataclasses.replace(job, data=dataclasses.replace(
+        job.data, path=storage.absolute(job.data.path)))
+
+
 def plan_study(
     jobs: Sequence[JobConfig],
     *,
@@ -350,6 +365,46 @@ def study_local_cpus(jobs: Sequence[JobConfig], max_concurrent: int | None) -> i
     return (max_concurrent or 1) * per_trial + math.ceil(DRIVER_CPUS)
 
 
+_ADDRESS_HINT = ("check --address / RAY_ADDRESS (ray://HOST:10001 or a head's HOST:6379; "
+                 "http://...:8265 is for `ray job submit` only)")
+#: Seconds :func:`check_reachable` waits for a Ray address to accept a connection.
+REACH_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Refuse a Ray address on which nothing accepts a TCP connection, within seconds.
+
+    ``ray.init`` retries such an address for minutes, printing Ray's own warnings. Only
+    ``HOST:PORT`` and ``ray://HOST:PORT`` are checked (``auto`` and other forms are left to
+    Ray); a local host also counts as reached on this machine's node IP, which Ray puts in
+    its place.
+
+    Raises:
+        RayStartError: Nothing answered at the address (one line, with the fix).
+    """
+    import socket
+
+    host, sep, port_text = address.removeprefix("ray://").rstrip("/").rpartition(":")
+    if not sep or not port_text.isdigit() or not host:
+        return
+    hosts = [host.strip("[]")]
+    if hosts[0] in ("localhost", "127.0.0.1", "::1"):
+        import ray.util
+
+        with contextlib.suppress(Exception):
+            hosts.append(ray.util.get_node_ip_address())
+    errors = []
+    for name in hosts:
+        try:
+            with socket.create_connection((name, int(port_text)), timeout=timeout_s):
+                return
+        except OSError as err:
+            errors.append(f"{name}:{port_text}: {err.strerror or type(err).__name__}")
+    raise RayStartError(f"could not reach the Ray cluster at {address} (nothing answered within "
+                        f"{timeout_s:g} s: {'; '.join(errors)}): is the cluster up (`ray "
+                        f"status`)? Otherwise {_ADDRESS_HINT}")
+
+
 def init_ray(address: str | None = None, *, num_cpus: int | None = None,
              env_vars: Mapping[str, str] | None = None) -> bool:
     """Connect to ``address`` (or RAY_ADDRESS), or start a local Ray, unless Ray is running.
@@ -384,6 +439,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
             f"the command as `ray job submit --working-dir . -- clar-ray ...`, or unset "
             f"RAY_ADDRESS to run it on this machine")
     runtime: dict[str, Any] = {"runtime_env": {"env_vars": dict(env_vars)}} if env_vars else {}
+    if address:
+        check_reachable(address)  # Ray itself retries an address nobody answers for minutes
     try:
         if address:
             ray.init(address=address, namespace=RAY_NAMESPACE, **runtime,
@@ -392,10 +449,13 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                      namespace=RAY_NAMESPACE, **runtime, **console.ray_init_kwargs())
     except Exception as err:  # ConnectionError, TimeoutError, RuntimeError, ValueError...
+        with contextlib.suppress(Exception):
+            ray.shutdown()  # the processes of a half-started local Ray would block a re-run
         where = f"the Ray cluster at {address}" if address else "a local Ray"
-        hint = ("check --address / RAY_ADDRESS (ray://HOST:10001 or a head's HOST:6379; "
-                "http://...:8265 is for `ray job submit` only)" if address
-                else "check `ray status`, free memory and /tmp space")
+        hint = (_ADDRESS_HINT if address
+                else "this machine may be overloaded or short of memory or /tmp space: check "
+                     "`ray status` and free memory, stop a stale Ray with `ray stop`, and "
+                     "try again")
         first = (str(err).strip().splitlines() or [""])[0]
         raise RayStartError(f"could not start or reach {where} ({type(err).__name__}: "
                             f"{first}): {hint}") from err

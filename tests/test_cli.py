@@ -4,6 +4,7 @@ quickstart run as a user runs it (from another directory, its lines counted).
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -16,7 +17,7 @@ import pytest
 from test_evaluate import read_scalars
 
 from clar_ray import __version__, console
-from clar_ray.cli import _parser, main
+from clar_ray.cli import COMMANDS, _parser, main
 from clar_ray.tune_table import format_table
 
 # ------------------------------------------------------------------ help and version
@@ -31,6 +32,23 @@ def test_version_and_defaults_in_help(capsys: pytest.CaptureFixture[str]) -> Non
     text = " ".join(capsys.readouterr().out.split())
     assert "target rate in Hz (default: 16000)" in text
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_option_with_a_default_shows_it_in_help(
+        command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    subparsers = next(a for a in _parser()._actions if a.choices and command in a.choices)
+    shown = 0
+    for action in subparsers.choices[command]._actions:
+        if action.default in (None, False, [], argparse.SUPPRESS) or not action.help:
+            continue
+        assert f"(default: {action.default})" in text, (command, action.dest)
+        shown += 1
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert shown or command not in ("prepare", "quickstart")  # those have defaults
 
 
 def test_set_before_the_job_leaves_the_job_alone() -> None:

@@ -261,3 +261,90 @@ def test_cli_embed_into_a_users_folder_fails_in_one_line(data: str, tmp_path: Pa
     one_line(done, "other files")
     assert seconds < FAST_S
     assert snapshot(tmp_path / "mine") == before
+
+
+# ------------------------------------------------------------------ reaching Ray
+
+#: What ``ray.init`` raises (Ray 2.60, ``ray/_private/node.py``) when the raylet of a new local
+#: Ray has not registered within 30 s, as on a loaded machine.
+RAY_START_TIMEOUT = ("The current node timed out during startup. This could happen because some "
+                     "of the raylet failed to startup or the GCS has become overloaded.")
+
+
+def test_a_ray_start_time_out_ends_in_one_line_and_leaves_no_run(
+        data: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import ray
+
+    from clar_ray.cli import main
+
+    def timed_out(*args: object, **kwargs: object) -> None:
+        raise Exception(RAY_START_TIMEOUT)
+
+    shutdowns: list[bool] = []
+    monkeypatch.setattr(ray, "init", timed_out)
+    monkeypatch.setattr(ray, "shutdown", lambda: shutdowns.append(True))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not ray.is_initialized()
+    job, run_dir = str(job_file(tmp_path, data)), str(tmp_path / "run")
+
+    assert main(["train", job, "--out", run_dir, "--verbose"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and RAY_START_TIMEOUT in err
+    assert err.strip().splitlines()[-1].startswith("clar-ray train: error: could not start")
+
+    assert main(["train", job, "--out", run_dir]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    for needle in ("could not start or reach a local Ray", "timed out during startup",
+                   "ray stop", "(--verbose shows the traceback)"):
+        assert needle in lines[0], lines[0]
+    assert shutdowns == [True, True]  # what Ray started is stopped
+    assert not (tmp_path / "run").exists()  # nothing that blocks the re-run
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_an_address_where_no_ray_answers_fails_in_one_line_within_seconds(
+        data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import ray
+
+    from clar_ray.cli import main
+
+    assert not ray.is_initialized()
+    address = f"127.0.0.1:{_free_port()}"  # Ray itself retries it for minutes
+    started = time.monotonic()
+    code = main(["train", str(job_file(tmp_path, data)), "--out", str(tmp_path / "run"),
+                 "--address", address])
+    seconds = time.monotonic() - started
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, lines
+    assert f"could not reach the Ray cluster at {address}" in lines[0], lines[0]
+    assert "ray status" in lines[0] and "--address" in lines[0], lines[0]
+    assert seconds < 30, seconds
+    assert not ray.is_initialized() and not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------ --resume without a job
+
+
+def test_resume_without_a_job_reads_the_runs_config_and_keeps_its_checks(
+        data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from clar_ray.cli import main
+
+    assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--resume: no run to continue" in line and "clar-ray train JOB.yaml" in line
+    run_dir = tmp_path / "run"
+    fake_run(run_dir, tiny_job(data))
+    before = snapshot(run_dir)
+    assert main(["train", "--out", str(run_dir), "--resume", "--set", "model.width=8"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "model.width=2, this job has model.width=8" in line, line
+    assert snapshot(run_dir) == before

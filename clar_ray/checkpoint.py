@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -167,18 +168,23 @@ class StepTrace:
     """Rank 0's record of every optimiser step, one JSON line each (fault-tolerance tests).
 
     Each attempt of ``train_func`` (the first start, every restart) writes a ``start`` line with
-    where it resumed from, then per step its epoch, step, learning rate and fingerprints of the
-    parameters and the optimiser state before and after the step: a test reads from it whether
-    a restart really continued where the checkpoint left off.
+    where it resumed from and the Ray node it runs on, then per step its epoch, step, learning
+    rate and fingerprints of the parameters and the optimiser state before and after the step:
+    a test reads from it whether a restart really continued where the checkpoint left off.
+    Every line carries its wall-clock time (recovery times in the fault table).
     """
 
     def __init__(self, path: str, *, start_epoch: int, step: int, source: str | None) -> None:
+        import ray
+
         self.path = path
         self.attempt = f"{os.getpid()}-{os.urandom(4).hex()}"
-        self._write({"event": "start", "epoch": start_epoch, "step": step, "source": source})
+        self._write({"event": "start", "epoch": start_epoch, "step": step, "source": source,
+                     "node": ray.get_runtime_context().get_node_id()})
 
     def _write(self, record: Mapping[str, Any]) -> None:
-        storage.append_text(self.path, json.dumps({"attempt": self.attempt, **record}) + "\n")
+        line = {"attempt": self.attempt, "time": time.time(), **record}
+        storage.append_text(self.path, json.dumps(line) + "\n")
 
     def step(self, *, epoch: int, step: int, lr: float, before: tuple[float, float],
              after: tuple[float, float], rows: tuple[list[int], list[int]]) -> None:

@@ -178,6 +178,28 @@ class LocalCluster:
         raise TimeoutError(f"node {node.name} did not join within {NODE_START_TIMEOUT_S:g} s "
                            f"(CLAR_RAY_TEST_NODE_TIMEOUT_S raises it):\n{self.log(node)}")
 
+    def node_id(self, node: Node) -> str:
+        """The Ray node id of one of this cluster's nodes (by its object store socket's dir)."""
+        import ray
+
+        for info in ray.nodes():
+            socket_path = info.get("ObjectStoreSocketName", "")
+            if info.get("Alive") and socket_path.startswith(node.temp_dir):
+                return str(info["NodeID"])
+        raise LookupError(f"node {node.name} is not alive in the cluster")
+
+    def node_of_actor(self, class_name_part: str) -> Node | None:
+        """The node of an alive actor whose class name contains the part (state API)."""
+        from ray.util.state import list_actors
+
+        ids = {self.node_id(node): node for node in self.alive_nodes()}
+        for actor in list_actors(address=self.address, limit=10_000, detail=True,
+                                 raise_on_missing_output=False):
+            alive = class_name_part in actor.class_name and actor.state == "ALIVE"
+            if alive and actor.node_id in ids:
+                return ids[actor.node_id]
+        return None
+
     def _count_alive(self) -> int:
         """Alive nodes as the head's GCS sees them."""
         import ray

@@ -167,6 +167,11 @@ def steps_per_epoch(rows: int, batch_size: int, workers: int) -> int:
     return steps
 
 
+def epoch_rows(rows: int, batch_size: int, workers: int) -> int:
+    """Rows an epoch keeps: its steps' global batches (the stream leaves out the rest)."""
+    return steps_per_epoch(rows, batch_size, workers) * (batch_size // workers) * workers
+
+
 # ------------------------------------------------------------------------ a study
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from clar_ray import artifacts, rundir, storage
 from clar_ray.augment.placement import Placement
 from clar_ray.config import JobConfig, dump_job
-from clar_ray.resources import ResourcePlan, cluster_plan, ensure_ray, steps_per_epoch
+from clar_ray.resources import ResourcePlan, cluster_plan, ensure_ray, epoch_rows, steps_per_epoch
 from clar_ray.runlog import read_metrics
 from clar_ray.train_loop import CRASH_AFTER_EPOCH, TRACE_STEPS, train_func
 
@@ -157,8 +157,11 @@ def _trainer(job: JobConfig, run_dir: str, run_id: str, plan: ResourcePlan,
             resources_per_worker=resources,
             label_selector=dict(job.train.node_labels) or None),  # type: ignore[call-arg]
         dataset_config=ingest_config(job),
-        datasets={"train": lambda: build_train_stream(job, plan, run_id=run_id,
-                                                      cpu_sequence=placement.actors)},
+        # An epoch keeps a whole number of global batches: the trainer's epochs are the
+        # stream's, and a resumed run sees the rows the uninterrupted run would have.
+        datasets={"train": lambda: build_train_stream(
+            job, plan, run_id=run_id, cpu_sequence=placement.actors,
+            rows_per_epoch=epoch_rows(loop_config["rows"], job.train.batch_size, plan.workers))},
         run_config=ray.train.RunConfig(
             name=name, storage_path=storage_path,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),

@@ -20,21 +20,32 @@ cluster never loses.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import tiny_job
+from test_train import assert_continued
+from test_tune import TINY
 
-from clar_ray import artifacts
+from clar_ray import artifacts, tune
 from clar_ray.checkpoint import read_trace
 from clar_ray.data.manifest import load_split
 from clar_ray.data.prepare import prepare_dataset
-from clar_ray.local_cluster import LocalCluster, actor_roles
+from clar_ray.data.stream import dropped_ids
+from clar_ray.local_cluster import ROLE_LABEL, LocalCluster, actor_roles
 from clar_ray.train import TRACE_STEPS, run_training
 
+# The paper's two costly augmentations in small batches keep the stream busy past a kill (with
+# the cheap ones the whole run is augmented, or even trained, before the fault lands).
+BUSY_STREAM = ("augment.actor_batch_size=4", "augment.sequence=[time_stretch, pitch_shift]")
 ROLES = ("train.node_labels={clar-ray-role: train}", "augment.node_labels={clar-ray-role: augment}")
 
 
@@ -70,32 +81,32 @@ def _wait_for_step(trace: Path, step: int, timeout_s: float = 600) -> None:
     raise TimeoutError(f"step {step} never came")
 
 
-def assert_every_clip_once_per_epoch(trace: list[dict], ids: set[int], epochs: int,
-                                     consumed: int) -> None:
-    """The rows the trainer took, against the plan of an ordered stream without a shuffle buffer.
+def assert_every_epoch_as_planned(trace: list[dict], ids: set[int], epochs: int,
+                                  seed: int, keep: int) -> None:
+    """Each trainer epoch took exactly its planned rows: every clip the epoch keeps, once.
 
-    The plan: epoch after epoch, each clip once; the trainer takes ``consumed`` rows of it (a
-    whole number of batches an epoch), so only the tail of the last epoch is left unread. Any
-    other missing row is a view lost to the fault, any repeated row one served twice.
+    With an ordered stream and no local shuffle buffer the plan is exact: epoch e holds the
+    ``keep`` rows that :func:`dropped_ids` leaves it, and the trainer's epoch e reads them all
+    and nothing else. A missing row is a view lost to the fault, a repeated one a view served
+    twice, a row of another epoch an epoch that ran short or long.
     """
     steps = [r for r in trace if r["event"] == "step"]
-    rows = [(e, i) for r in steps for e, i in zip(r["row_epochs"], r["ids"])]
-    counts = Counter(rows)
-    assert max(counts.values()) == 1, [k for k, n in counts.items() if n > 1]
-    assert len(rows) == consumed and {i for _, i in rows} <= ids
-    assert [e for e, _ in rows] == sorted(e for e, _ in rows), "epochs out of order"
-    missing = {epoch: sorted(ids - {i for e, i in rows if e == epoch}) for epoch in range(epochs)}
-    assert not any(missing[epoch] for epoch in range(epochs - 1)), missing
-    assert len(missing[epochs - 1]) == epochs * len(ids) - consumed, missing
+    for epoch in range(epochs):
+        rows = [(e, i) for r in steps if r["epoch"] == epoch
+                for e, i in zip(r["row_epochs"], r["ids"])]
+        assert {e for e, _ in rows} == {epoch}, (epoch, Counter(e for e, _ in rows))
+        counts = Counter(i for _, i in rows)
+        assert max(counts.values()) == 1, (epoch, [i for i, n in counts.items() if n > 1])
+        planned = ids - set(dropped_ids(sorted(ids), keep, seed, epoch).tolist())
+        assert len(planned) == keep and set(counts) == planned, (
+            epoch, sorted(planned - set(counts)), sorted(set(counts) - planned))
 
 
 def test_augment_node_killed_mid_epoch_loses_no_views(cluster: LocalCluster,
                                                       tmp_path: Path) -> None:
     epochs, steps = 5, 27 // 8
     job = tiny_job(cluster.data, f"train.epochs={epochs}", "train.max_failures=3",  # type: ignore[attr-defined]
-                   "augment.actors=1", "data.shuffle_buffer=0", "augment.actor_batch_size=4",
-                   # the paper's two costly augmentations keep the actor busy past the kill
-                   "augment.sequence=[time_stretch, pitch_shift]", *ROLES)
+                   "augment.actors=1", "data.shuffle_buffer=0", *BUSY_STREAM, *ROLES)
     run_dir, trace = tmp_path / "run", tmp_path / "trace.jsonl"
     seen: dict[str, list] = {}
 
@@ -105,7 +116,7 @@ def test_augment_node_killed_mid_epoch_loses_no_views(cluster: LocalCluster,
         seen["trainers"] = actor_roles(cluster.address, "RayTrainWorker")
         seen["clock"] = actor_roles(cluster.address, "EpochClock")
         augment_nodes = [n for n in cluster.alive_nodes() if n.role == "augment"]
-        victim = _node_of_alive_actor(cluster, "AugmentViews") or augment_nodes[0]
+        victim = cluster.node_of_actor("AugmentViews") or augment_nodes[0]
         seen["killed"] = [victim.name]
         seen["killed_at"] = [len(read_trace(str(trace)))]
         victim.kill()
@@ -127,27 +138,10 @@ def test_augment_node_killed_mid_epoch_loses_no_views(cluster: LocalCluster,
     records = read_trace(str(trace))
     assert len([r for r in records if r["event"] == "start"]) == 1
     ids = set(load_split(cluster.data, "train", columns=["sample_id"])["sample_id"].tolist())  # type: ignore[attr-defined]
-    assert_every_clip_once_per_epoch(records, ids, epochs, consumed=epochs * steps * 8)
+    assert_every_epoch_as_planned(records, ids, epochs, job.train.seed, keep=steps * 8)
     assert artifacts.load_encoder(str(run_dir))[1]["epoch"] == epochs
-
-
-def _node_of_alive_actor(cluster: LocalCluster, class_part: str):  # noqa: ANN202
-    """The cluster node (of ours) where an alive actor of the class runs, from the state API."""
-    import ray
-    from ray.util.state import list_actors
-
-    by_id = {n["NodeID"]: n for n in ray.nodes()}
-    for actor in list_actors(address=cluster.address, limit=10_000, detail=True,
-                             raise_on_missing_output=False):
-        if class_part in actor.class_name and actor.state == "ALIVE":
-            node = by_id.get(actor.node_id or "")
-            if node is None:
-                continue
-            temp = node.get("ObjectStoreSocketName", "")
-            for ours in cluster.alive_nodes():
-                if temp.startswith(ours.temp_dir):
-                    return ours
-    return None
+    cluster.add_node("augment-3", "augment", cpus=1,  # back to two augment nodes
+                     resources={"clar_ray_augment": 1})
 
 
 @pytest.mark.slow
@@ -155,20 +149,76 @@ def test_train_node_killed_mid_epoch_resumes_on_a_new_node(cluster: LocalCluster
                                                            tmp_path: Path) -> None:
     epochs, steps = 4, 27 // 8
     job = tiny_job(cluster.data, f"train.epochs={epochs}", "train.max_failures=3",  # type: ignore[attr-defined]
-                   "augment.actors=1", *ROLES)
+                   "augment.actors=1", *BUSY_STREAM, *ROLES)
     run_dir, trace = tmp_path / "run", tmp_path / "trace.jsonl"
+
+    nodes: dict[str, str] = {}
 
     def kill_the_train_node() -> None:
         _wait_for_step(trace, steps + 1)  # inside epoch 1, after epoch 0's checkpoint
-        victim = _node_of_alive_actor(cluster, "RayTrainWorker")
+        victim = cluster.node_of_actor("RayTrainWorker")
         assert victim is not None and victim.role == "train"
+        nodes["victim"] = cluster.node_id(victim)
         victim.kill()
-        cluster.add_node("train-2", "train", cpus=2, resources={"clar_ray_train": 1})
+        nodes["new"] = cluster.node_id(cluster.add_node("train-2", "train", cpus=2,
+                                                 resources={"clar_ray_train": 1}))
 
     killer = threading.Thread(target=kill_the_train_node, daemon=True)
     killer.start()
     run_training(job, str(run_dir), evaluate=False, extra_loop_config={TRACE_STEPS: str(trace)})
     killer.join(timeout=5)
     assert [r["epoch"] for r in _metrics(run_dir)] == list(range(epochs))
-    starts = [r for r in read_trace(str(trace)) if r["event"] == "start"]
-    assert len(starts) == 2 and starts[1]["epoch"] >= 1, starts  # resumed, not started over
+    records = read_trace(str(trace))
+    starts = [r for r in records if r["event"] == "start"]
+    assert len(starts) == 2 and 1 <= starts[1]["epoch"] < epochs, starts  # resumed mid-run
+    # ... exactly where its last checkpoint left off, on the node that joined.
+    assert_continued(records, resumed_epoch=starts[1]["epoch"], steps_per_epoch=steps,
+                     epochs=epochs, lr=job.optim.lr)
+    assert (starts[0]["node"], starts[1]["node"]) == (nodes["victim"], nodes["new"]), nodes
+
+
+@pytest.mark.slow
+def test_interrupted_study_resumes_on_the_cluster_and_runs_each_training_once(
+        cluster: LocalCluster, tmp_path: Path) -> None:
+    """`clar-ray tune` against the cluster, its driver killed after the first finished trial:
+    `--resume` runs only the trials that had not finished, their workers on train nodes."""
+    tune_file = tmp_path / "pairs.yaml"
+    base = {**TINY, "data": {"path": cluster.data},  # type: ignore[attr-defined]
+            "train": {**TINY["train"], "node_labels": {ROLE_LABEL: "train"}},
+            "augment": {"node_labels": {ROLE_LABEL: "augment"}}}
+    tune_file.write_text(yaml.safe_dump({
+        "base": base, "study": {"name": "augmentation-pairs",
+                                "augmentations": ["fade", "time_shift"]}}))
+    out = tmp_path / "experiment"
+    command = [sys.executable, "-m", "clar_ray.cli", "tune", str(tune_file), "--out", str(out),
+               "--address", cluster.address]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 600
+    try:
+        while not _finished_trials(out) and time.monotonic() < deadline:
+            assert process.poll() is None, "clar-ray tune ended before any trial finished"
+            time.sleep(0.5)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    before = _finished_trials(out)
+    assert before and len(before) < 4, before
+    trainers_before = len(actor_roles(cluster.address, "RayTrainWorker"))
+    resumed = subprocess.run([*command, "--resume"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, timeout=1200, check=False)
+    assert resumed.returncode == 0, resumed.stdout[-4000:]
+    after = _finished_trials(out)
+    assert len(after) == 4, after
+    for name, mtime in before.items():
+        assert after[name] == mtime, f"{name} finished before the interruption but ran again"
+    for name in after:
+        events = [e["event"] for e in tune.read_events(str(out), name)]
+        assert events.count("finished") == 1, (name, events)
+    trainers = actor_roles(cluster.address, "RayTrainWorker")
+    assert len(trainers) > trainers_before  # the resumed trials trained ...
+    assert {role for _, role in trainers} == {"train"}, trainers  # ... on train nodes only
+
+
+def _finished_trials(experiment: Path) -> dict[str, float]:
+    return {p.parent.name: p.stat().st_mtime for p in experiment.glob("runs/*/result.json")}

@@ -12,7 +12,7 @@ import ray
 from clar_ray.config import JobConfig
 from clar_ray.data.manifest import load_split
 from clar_ray.data.prepare import prepare_dataset
-from clar_ray.data.stream import build_train_stream, get_or_create_clock
+from clar_ray.data.stream import build_train_stream, dropped_ids, get_or_create_clock
 from clar_ray.resources import ResourcePlan, ResourcePlanError, cluster_plan
 
 
@@ -54,6 +54,26 @@ def test_every_sample_once_with_two_distinct_float_views(data_dir: str) -> None:
     labelled = got["label"] >= 0
     assert labelled.sum() == 12  # half of each of the 3 classes of 8 rows
     assert set(got["label"][~labelled]) == {-1}
+
+
+def test_an_epoch_keeps_exactly_its_planned_rows(data_dir: str) -> None:
+    """With ``rows_per_epoch`` each epoch is a whole number of batches: 16 of 24 rows, the
+    eight left out a seeded choice of that epoch (so the trainer's epochs are the stream's)."""
+    job = _job(data_dir)
+    ids = load_split(data_dir, "train", columns=["sample_id"])["sample_id"]
+    got = _collect(build_train_stream(job, _plan(2), run_id=None, epoch=3, epochs=2,
+                                      rows_per_epoch=16))
+    left_out = []
+    for epoch in (3, 4):
+        rows = got["sample_id"][got["epoch"] == epoch]
+        dropped = dropped_ids(ids, 16, job.train.seed, epoch)
+        assert len(rows) == 16 and len(np.unique(rows)) == 16
+        assert set(rows.tolist()) == set(ids.tolist()) - set(dropped.tolist())
+        left_out.append(set(dropped.tolist()))
+    assert left_out[0] != left_out[1]  # each epoch leaves out other rows
+    np.testing.assert_array_equal(dropped_ids(ids, 16, job.train.seed, 3),
+                                  dropped_ids(ids[::-1], 16, job.train.seed, 3))
+    assert len(dropped_ids(ids, None, job.train.seed, 3)) == 0
 
 
 def test_views_do_not_depend_on_actors_or_batch_size(data_dir: str) -> None:

@@ -70,6 +70,9 @@ def labelled_ids(sample_ids: np.ndarray, labels: np.ndarray, fraction: float,
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
 
 
+#: Salt of the per-epoch choice of left-out rows (files use 0, rows 1 + file index).
+DROP_SALT = 2**31 - 1
+
 #: The resource Ray gives the head node only.
 HEAD_NODE_RESOURCE = "node:__internal_head__"
 
@@ -103,10 +106,14 @@ def get_or_create_clock(run_id: str) -> Any:
     take the stream's restarted actors and the resuming trainers with it.
     """
     import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     actor = ray.remote(num_cpus=0)(EpochClock)
-    return actor.options(name=clock_name(run_id), get_if_exists=True, lifetime="detached",
-                         resources={HEAD_NODE_RESOURCE: 0.001}).remote()
+    # Outside the caller's placement group (a Tune trial's has no room for the head).
+    return actor.options(
+        name=clock_name(run_id), get_if_exists=True, lifetime="detached",
+        resources={HEAD_NODE_RESOURCE: 0.001},
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None)).remote()
 
 
 def first_epoch(run_id: str | None, fixed: int | None) -> int:
@@ -122,6 +129,21 @@ def epoch_order(count: int, seed: int, epoch: int, salt: int) -> np.ndarray:
     """A seeded permutation of ``range(count)`` for one epoch (files: salt 0; rows: 1 + file)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, salt, 0x5EED]))
     return rng.permutation(count)
+
+
+def dropped_ids(ids: Sequence[int] | np.ndarray, keep: int | None, seed: int,
+                epoch: int) -> np.ndarray:
+    """The sample ids an epoch leaves out so that it holds exactly ``keep`` rows (sorted).
+
+    A seeded choice per epoch, as a shuffled DataLoader's ``drop_last`` over the whole epoch:
+    an epoch is then a whole number of global batches, so the trainer's epochs are the
+    stream's epochs, and a run resumed at epoch k trains on the rows the uninterrupted run
+    would have (no rows of epoch k - 1 spill into epoch k).
+    """
+    ids = np.sort(np.asarray(ids, dtype=np.int64))
+    if keep is None or keep >= len(ids):
+        return ids[:0]
+    return np.sort(ids[epoch_order(len(ids), seed, epoch, DROP_SALT)[keep:]])
 
 
 def read_shard(path: str, *, filesystem: Any, seed: int, epoch: int, salt: int) -> Any:
@@ -174,6 +196,8 @@ class AugmentViews:
         batch_size: int,
         run_id: str | None,
         epoch: int | None,
+        train_ids: np.ndarray | None = None,
+        rows_per_epoch: int | None = None,
     ) -> None:
         limit_threads()
         from clar_ray.augment import Augmenter
@@ -185,18 +209,33 @@ class AugmentViews:
         self.filesystem = filesystem
         self.batch_size = batch_size
         self.first_epoch = first_epoch(run_id, epoch)
+        self.train_ids = train_ids
+        self.rows_per_epoch = rows_per_epoch
 
     def __call__(self, items: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         """Read, shuffle and augment the files of ``items`` ({"path", "file", "pass"})."""
         for path, index, offset in zip(items["path"], items["file"], items["pass"]):
             epoch = self.first_epoch + int(offset)
-            table = read_shard(str(path), filesystem=self.filesystem, seed=self.seed,
-                               epoch=epoch, salt=1 + int(index))
+            table = self._planned(read_shard(str(path), filesystem=self.filesystem,
+                                             seed=self.seed, epoch=epoch, salt=1 + int(index)),
+                                  epoch)
             for start in range(0, table.num_rows, self.batch_size):
                 part = table.slice(start, self.batch_size)
                 yield self.augment(pcm_from_arrow(part.column("pcm")),
                                    part.column("sample_id").to_numpy(),
                                    part.column("label").to_numpy(), epoch)
+
+    def _planned(self, table: Any, epoch: int) -> Any:
+        """The file's rows that the epoch keeps (all of them without ``rows_per_epoch``)."""
+        if self.train_ids is None or self.rows_per_epoch is None:
+            return table
+        left_out = dropped_ids(self.train_ids, self.rows_per_epoch, self.seed, epoch)
+        if not len(left_out):
+            return table
+        import pyarrow as pa
+
+        ids = table.column("sample_id").to_numpy()
+        return table.filter(pa.array(~np.isin(ids, left_out)))
 
     def augment(self, pcm: np.ndarray, ids: np.ndarray, labels: np.ndarray,
                 epoch: int) -> dict[str, np.ndarray]:
@@ -239,12 +278,13 @@ def build_train_stream(
     epoch: int | None = None,
     epochs: int | None = None,
     cpu_sequence: Sequence[str] | None = None,
+    rows_per_epoch: int | None = None,
 ) -> Any:
     """Build the lazy Ray Dataset of augmented view pairs of the training split, for E epochs.
 
-    Every epoch holds each training row once, in a new order and with new views; the epochs
-    follow each other in one execution (at a boundary a few blocks of the next epoch may
-    arrive before the last of the current one).
+    Every epoch holds each training row once (or the ``rows_per_epoch`` of them that the epoch
+    keeps), in a new order and with new views; the epochs follow each other in one execution
+    (unordered, a few blocks of the next epoch may arrive before the last of the current one).
 
     Args:
         config: The job (data path, augmentation sequence, seed, label fraction).
@@ -254,6 +294,8 @@ def build_train_stream(
         epoch: The first epoch, used when ``run_id`` is None.
         epochs: Epochs in the stream (default ``train.epochs``).
         cpu_sequence: The part of ``augment.sequence`` to run on CPU actors (default: all).
+        rows_per_epoch: Rows each epoch keeps (a whole number of global batches; see
+            :func:`dropped_ids`); None keeps every row.
 
     Returns:
         A ``ray.data.Dataset`` with columns view_a, view_b, label, sample_id, epoch.
@@ -303,5 +345,7 @@ def build_train_stream(
             "batch_size": batch,
             "run_id": run_id,
             "epoch": epoch,
+            "train_ids": columns["sample_id"] if rows_per_epoch is not None else None,
+            "rows_per_epoch": rows_per_epoch,
         },
     )

@@ -113,7 +113,8 @@ def get_or_create_clock(run_id: str) -> Any:
     return actor.options(
         name=clock_name(run_id), get_if_exists=True, lifetime="detached",
         resources={HEAD_NODE_RESOURCE: 0.001},
-        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None)).remote()
+        scheduling_strategy=PlacementGroupSchedulingStrategy(
+            placement_group=None)).remote()  # type: ignore[arg-type]  # documented opt-out
 
 
 def first_epoch(run_id: str | None, fixed: int | None) -> int:

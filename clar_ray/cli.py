@@ -41,6 +41,7 @@ def _add_job_args(parser: argparse.ArgumentParser) -> None:
                         help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
 
 
+# long: one declaration per option and command, a table rather than a story.
 def _parser() -> argparse.ArgumentParser:
     from clar_ray import __version__
 

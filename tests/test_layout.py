@@ -196,3 +196,51 @@ def test_pending_splits_are_listed_only_while_over_the_limit() -> None:
 def test_no_module_is_over_the_line_limit() -> None:
     over = {m: n for m, n in _line_counts().items() if n > MAX_LINES and m not in PENDING_SPLIT}
     assert not over, f"modules over {MAX_LINES} lines (split them at a seam): {over}"
+
+
+# ------------------------------------------------------------------------ function length
+
+#: Most lines of code (no blank lines, comments or docstring) a function may have.
+MAX_FUNCTION_LINES = 60
+#: A function may be longer when a comment right above its ``def`` starts with this and says why.
+LONG_REASON = "# long:"
+
+
+def long_functions(path: Path) -> dict[str, int]:
+    """``{function name: lines of code}`` of the functions of a file over the limit, without a
+    ``# long:`` reason on the line above them."""
+    source = path.read_text()
+    lines = source.splitlines()
+    out = {}
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        body = node.body
+        first = body[0]
+        start = first.lineno
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(
+                first.value.value, str):
+            start = first.end_lineno + 1 if first.end_lineno is not None else start
+        code = [line for line in lines[start - 1:node.end_lineno]
+                if line.strip() and not line.strip().startswith("#")]
+        decorated = min([d.lineno for d in node.decorator_list] + [node.lineno])
+        reason = lines[decorated - 2].strip().startswith(LONG_REASON) if decorated > 1 else False
+        if len(code) > MAX_FUNCTION_LINES and not reason:
+            out[node.name] = len(code)
+    return out
+
+
+def test_long_functions_are_found_and_a_reason_excuses_them(tmp_path: Path) -> None:
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES + 1))
+    (tmp_path / "a.py").write_text(f'def long():\n    """Doc."""\n{body}\n'
+                                   f"def short():\n    return 1\n\n"
+                                   f"{LONG_REASON} a table, not a story\ndef excused():\n{body}")
+    assert long_functions(tmp_path / "a.py") == {"long": MAX_FUNCTION_LINES + 1}
+
+
+def test_no_function_is_over_the_limit_without_a_reason() -> None:
+    over = {f"{path.relative_to(ROOT)}:{name}": n
+            for path in module_names(ROOT, PACKAGE).values()
+            for name, n in long_functions(path).items()}
+    assert not over, (f"functions over {MAX_FUNCTION_LINES} lines of code (split them, or say "
+                      f"why above the def with '{LONG_REASON} ...'): {over}")

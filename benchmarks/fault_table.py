@@ -107,7 +107,7 @@ def summarize(trace: list[dict[str, Any]], *, fault_at: float | None, ids: list[
     lost = sum(len(set(ids) - set(dropped_ids(ids, keep, seed, epoch).tolist())
                    - {i for e, i in rows if e == epoch}) for epoch in range(epochs))
     row = {"restarts": sum(r["event"] == "start" for r in trace) - 1,
-           "epochs_redone": (len(step_records) - len(counted)) / steps,
+           "epochs_redone": round((len(step_records) - len(counted)) / steps, 2),
            "views_lost": 2 * lost, "views_duplicated": 2 * sum(n - 1 for n in rows.values()),
            "steps": len(counted)}
     if fault_at is not None:
@@ -143,7 +143,8 @@ def run_scenario(cluster: LocalCluster, data: str, scenario: str, epochs: int,
     started = time.monotonic()
     run_training(job, str(run_dir), evaluate=False, extra_loop_config={TRACE_STEPS: str(trace)})
     seconds = time.monotonic() - started
-    injector.join(timeout=5)
+    if scenario != "none":
+        injector.join(timeout=5)
     if scenario != "none" and "at" not in fault:
         raise RuntimeError(f"{scenario}: the run ended before the fault was injected")
     row = summarize(read_trace(str(trace)), fault_at=fault.get("at"), ids=ids, steps=steps,

@@ -18,17 +18,22 @@ from typing import Any
 
 from clar_ray.config import JobConfig
 
-__all__ = ["ACTOR_BYTES", "WORKER_BASE_BYTES", "PreflightError", "check_data",
-           "check_local_fit", "check_local_gpus", "physical_cores", "worker_bytes"]
+__all__ = ["ACTIVATION_BYTES", "ACTOR_BYTES", "PROBE_BYTES", "WORKER_BASE_BYTES", "PreflightError",
+           "check_data", "check_local_fit", "check_local_gpus", "physical_cores", "worker_bytes"]
 
-#: Resident memory of a training worker before its model and batch: Python, torch, Ray's
-#: worker (measured ~350 MB each with 64 CPU workers of the quickstart model).
-WORKER_BASE_BYTES = 400 * 2**20
-#: Resident memory of one augmentation actor (numpy, soxr, its batch of views).
-ACTOR_BYTES = 300 * 2**20
-#: Activation bytes per input float of a training step (ResNet18 forward + backward, measured
-#: order of magnitude; a deliberate over-estimate).
-ACTIVATIONS_PER_INPUT = 64
+#: Peak resident memory of a CPU training worker before its activations: Ray's worker, torch,
+#: the model's frontend, the stream's iterator and the allocator's caches (measured 0.96-1.17
+#: GiB; see :func:`worker_bytes`).
+WORKER_BASE_BYTES = 1200 * 2**20
+#: Peak resident memory of one augmentation actor (measured 296-300 MiB with fade + time mask
+#: and with pitch shift + time stretch on 1 s clips).
+ACTOR_BYTES = 400 * 2**20
+#: Activation bytes of a training step (forward + backward) per input sample of a view, per unit
+#: of ``model.width`` (measured 12-13 for tf3 + ResNet18-2D, 26 for raw + ResNet18-1D).
+ACTIVATION_BYTES = 32
+#: Bytes per input sample of a feature-extraction batch of the in-training probe (measured
+#: 131-170 for tf3, width 4-16: mostly the frontend, whatever the width).
+PROBE_BYTES = 256
 #: Share of the free memory a local plan may use.
 MEMORY_SHARE = 0.9
 
@@ -104,12 +109,43 @@ def _parameters(job: JobConfig, manifest: Any) -> int:
 
 
 def worker_bytes(job: JobConfig, manifest: Any, parameters: int | None = None) -> int:
-    """Host memory one CPU training worker needs: base + 4 copies of the model + one batch."""
+    """Host memory one CPU training worker needs at its peak.
+
+    ``WORKER_BASE_BYTES + 16 × parameters`` (weights, gradients and two optimiser buffers)
+    ``+ max(train step, probe)``: a training step holds the activations of its local batch, both
+    views (``local batch × 2 × clip samples × ACTIVATION_BYTES × model.width``); the probe, when
+    it runs in training (``eval.every_epochs > 0``), those of one extraction batch
+    (``eval.batch_size × clip samples × PROBE_BYTES``).
+
+    Calibrated against the peak resident set (VmHWM) of the Ray Train worker of one-epoch
+    ``clar-ray train`` runs of the quickstart job on 1 s clips at 16 kHz (2 cores, Ray 2.60,
+    torch 2.11), estimate / measured in MiB:
+
+    ========================================  ===========  ========
+    job                                       estimate     measured
+    ========================================  ===========  ========
+    tf3, width 4, batch 16                    1264         1004
+    tf3, width 4, batch 16, probe batch 256   2201         1475
+    tf3, width 4, batch 16, probe batch 64    1451         1158
+    tf3, width 16, batch 64                   2211         1588
+    tf3, width 16, batch 64, probe batch 256  2211         1830
+    tf3, width 16, batch 128                  3211         1995
+    tf3, width 32, batch 64                   3243         1955
+    raw + ResNet18-1D, width 16, batch 64     2204         1997
+    tf3, width 16, 2 workers × batch 32       1711         1218
+    ========================================  ===========  ========
+
+    so it over-estimates by 10 % (raw audio) to 66 % (wide tf3), and a resident set counts the
+    ~300 MiB of shared libraries every worker maps, which a sum over workers counts again.
+    ``tests/test_safety.py`` measures a real worker against it (``--runslow``).
+    """
     if parameters is None:
         parameters = _parameters(job, manifest)
     local_batch = max(1, job.train.batch_size // job.train.workers)
-    batch = local_batch * 2 * manifest.clip_samples * 4 * ACTIVATIONS_PER_INPUT
-    return WORKER_BASE_BYTES + 16 * parameters + batch
+    step = local_batch * 2 * manifest.clip_samples * ACTIVATION_BYTES * job.model.width
+    probe = (job.eval.batch_size * manifest.clip_samples * PROBE_BYTES
+             if job.eval.every_epochs else 0)
+    return WORKER_BASE_BYTES + 16 * parameters + max(step, probe)
 
 
 def check_local_gpus(job: JobConfig, gpus: int | None = None) -> None:

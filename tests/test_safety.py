@@ -134,6 +134,31 @@ def test_local_plan_counts_physical_cores_and_memory(data: str) -> None:
         check_local_gpus(gpu, gpus=0)
 
 
+def test_worker_memory_counts_the_width_the_batch_and_a_probe_in_training(data: str) -> None:
+    from clar_ray.data.manifest import Manifest
+    from clar_ray.preflight import (
+        ACTIVATION_BYTES,
+        PROBE_BYTES,
+        WORKER_BASE_BYTES,
+        worker_bytes,
+    )
+
+    manifest = Manifest.read(data)
+    samples = manifest.clip_samples
+
+    def need(**sections: dict) -> int:
+        return worker_bytes(tiny_job(data, **sections), manifest, parameters=1000)
+
+    base = WORKER_BASE_BYTES + 16 * 1000
+    step = 8 * 2 * samples * ACTIVATION_BYTES  # batch 8, both views, per unit of width
+    assert need() == base + 2 * step  # width 2
+    assert need(model={"width": 8}) == base + 8 * step
+    assert need(train={"batch_size": 16, "workers": 2}) == base + 2 * step  # the local batch
+    probe = 16 * samples * PROBE_BYTES  # eval.batch_size 16
+    assert need(eval={"every_epochs": 1}) == base + max(2 * step, probe)
+    assert need(eval={"every_epochs": 1, "batch_size": 4096}) == base + 4096 * samples * PROBE_BYTES
+
+
 # ------------------------------------------------------------------ embeddings
 
 

@@ -11,6 +11,10 @@ from clar_ray.config import JobConfig
 
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The tests' subprocesses (`python -m clar_ray.cli` run from a scratch folder, Ray's workers)
+# import this checkout's clar_ray, not whichever copy `pip install -e` last pointed at.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)
 
 #: The real datasets beside the project (absent on a user's machine: tests then skip).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -167,19 +167,21 @@ def _trial_dirname(trial: Any) -> str:
 
 
 def _preflight(trials: Sequence[Trial]) -> None:
-    """Fail before anything starts if a trial's dataset is missing or too small."""
-    from clar_ray.data.manifest import Manifest
+    """Fail before Ray starts if a trial's dataset is missing, damaged or too small (one line).
 
-    manifests: dict[str, Any] = {}
+    Each dataset is checked once (:func:`clar_ray.preflight.check_data`: the manifest and every
+    shard's footer), so a truncated shard stops the study here, not inside every trial.
+    """
+    from clar_ray import preflight
+
+    manifests: dict[tuple[str, str, str], Any] = {}
     for trial in trials:
         data = trial.job.data
-        if not data.path:
-            raise ConfigError(f"trial {trial.name}: data.path is empty: pass --set "
-                              f"data.path=DIR (a prepared dataset)")
-        if data.path not in manifests:
-            manifests[data.path] = Manifest.read(data.path)
+        key = (data.path, data.train_split, data.eval_split)
         try:
-            rows = manifests[data.path].split(data.train_split).rows
+            if key not in manifests:
+                manifests[key] = preflight.check_data(trial.job)
+            rows = manifests[key].split(data.train_split).rows
             steps_per_epoch(rows, trial.job.train.batch_size, trial.job.train.workers)
         except (KeyError, ValueError) as err:
             raise ValueError(f"trial {trial.name}: {err}") from None

@@ -240,6 +240,22 @@ def test_cli_truncated_shard_fails_in_one_line_naming_it(tmp_path: Path) -> None
     assert not (tmp_path / "run").exists()  # nothing that blocks the re-run
 
 
+def test_cli_tune_with_a_truncated_shard_fails_in_one_line_before_ray(tmp_path: Path) -> None:
+    import yaml
+
+    data = write_dataset(tmp_path / "data", {"train": 16, "test": 6}, shards=2)
+    shard = tmp_path / "data" / "test" / "part-0.parquet"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    tune_file = tmp_path / "grid.yaml"
+    tune_file.write_text(yaml.safe_dump({"base": tiny_job(data).to_dict(),
+                                         "grid": {"train.seed": [1, 2]}}))
+    done, seconds = clar_ray("tune", str(tune_file), "--out", str(tmp_path / "exp"),
+                             cwd=tmp_path)
+    one_line(done, "trial ", str(shard), "not a whole Parquet file", "--overwrite")
+    assert done.returncode == 2 and seconds < FAST_S
+    assert not (tmp_path / "exp").exists()
+
+
 def test_cli_plan_that_cannot_fit_this_machine_fails_before_ray(data: str,
                                                                 tmp_path: Path) -> None:
     done, seconds = clar_ray("train", str(job_file(tmp_path, data)), "--out",

@@ -60,6 +60,27 @@ def test_set_before_the_job_leaves_the_job_alone() -> None:
     assert args.job == "job.yaml" and args.overrides == ["train.epochs=3", "a=1"]
 
 
+def test_an_installed_package_finds_its_quickstart_job_from_any_folder(tmp_path: Path) -> None:
+    """setuptools copies jobs/*.yaml into the package (what a wheel holds), and it is found."""
+    repo = Path(__file__).resolve().parents[1]
+    source, built = tmp_path / "source", tmp_path / "site"  # a clean copy: no old egg-info
+    shutil.copytree(repo / "clar_ray", source / "clar_ray", symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(repo / "jobs", source / "jobs")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, source / name)
+    subprocess.run([sys.executable, "-c", "import setuptools; setuptools.setup()", "-q",
+                    "build_py", "--build-lib", str(built)], cwd=source, check=True,
+                   capture_output=True, timeout=120)
+    assert not (built / "clar_ray" / "jobs").is_symlink()
+    assert sorted(p.name for p in (built / "clar_ray" / "jobs").glob("*.yaml")) == sorted(
+        p.name for p in (repo / "jobs").glob("*.yaml"))
+    done = subprocess.run([sys.executable, "-c", "from clar_ray.cli import quickstart_job; "
+                           "print(quickstart_job())"], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(built)}, timeout=120)
+    assert done.stdout.strip() == str(built / "clar_ray" / "jobs" / "quickstart.yaml"), done
+
+
 # ------------------------------------------------------------------ the epoch line
 
 

@@ -289,6 +289,36 @@ def quiet_data_context() -> None:
         context.print_on_execution_start = False
     for name in _RAY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    _drop_raylet_warnings()
+
+
+def _drop_raylet_warnings() -> None:
+    """Keep the raylet's warnings off this driver's console (its errors still show).
+
+    Ray's driver prints what the raylet publishes (``(raylet) WARNING: 8 PYTHON worker processes
+    have been started...`` whenever a study starts its trials on a small machine) from a thread
+    of its own, whatever ``log_to_driver`` says, through ``ray._private.worker
+    .print_to_stdstream``; this wraps that function. Ray without it keeps printing them.
+    """
+    try:
+        from ray._private import worker as ray_worker
+    except ImportError:
+        return
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "clar_ray_filter", False):
+        return
+
+    def print_to_stdstream(data: dict[str, Any], ignore_prefix: bool) -> None:
+        if data.get("pid") == "raylet" and not _VERBOSE:
+            lines = [line for line in data.get("lines", [])
+                     if not line.lstrip().upper().startswith("WARNING")]
+            if not lines:
+                return
+            data = {**data, "lines": lines}
+        original(data, ignore_prefix)
+
+    print_to_stdstream.clar_ray_filter = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = print_to_stdstream
 
 
 def _is_ours(err: BaseException) -> bool:

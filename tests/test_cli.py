@@ -125,6 +125,31 @@ def test_root_cause_sees_through_rays_wrappers() -> None:
     assert not user
 
 
+def test_raylet_warnings_stay_off_the_console_unless_verbose(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from ray._private import worker as ray_worker
+
+    warning = ("WARNING: 8 PYTHON worker processes have been started on node: 1cc6 with "
+               "address: 10.0.0.1, which is 4x the maximum expected startup concurrency (2).")
+    error = "The node with node id: 1cc6 has been marked dead because the detector has missed"
+
+    def publish(*lines: str) -> str:  # as Ray's listen_error_messages thread does
+        ray_worker.print_to_stdstream({"lines": list(lines), "pid": "raylet", "is_err": False},
+                                      ignore_prefix=False)
+        return capsys.readouterr().out
+
+    try:
+        console.quiet_ray(False)
+        console._drop_raylet_warnings()
+        assert publish(warning) == ""
+        out = publish(warning, error)
+        assert error in out and warning not in out
+        console.quiet_ray(True)
+        assert warning in publish(warning)
+    finally:
+        console.quiet_ray(False)
+
+
 # ------------------------------------------------------------------ the tune table
 
 

@@ -306,10 +306,11 @@ def _events(experiment: Path, name: str) -> list[str]:
 def experiment(cluster: dict[str, str]) -> Path:
     """The tiny study: run by `clar-ray tune`, killed after its first trial, then resumed."""
     out = Path(cluster["root"]) / "experiment"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "clar_ray.cli", "tune", cluster["tune_file"], "--out", str(out),
-         "--address", cluster["address"]],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    with (Path(cluster["root"]) / "tune.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "clar_ray.cli", "tune", cluster["tune_file"], "--out",
+             str(out), "--address", cluster["address"]],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 300
     try:
         while not _results(out) and time.monotonic() < deadline:
@@ -349,6 +350,23 @@ def test_interrupted_study_resumes_and_runs_each_training_once(experiment: Path)
         assert epochs == [0], (name, epochs)
     status = json.loads((experiment / "tune_status.json").read_text())
     assert {s["status"] for s in status.values()} == {"finished"}
+
+
+def test_clar_ray_tune_prints_its_table_not_rays_logs(cluster: dict[str, str],
+                                                     experiment: Path) -> None:
+    """What `clar-ray tune` printed until it was killed: its own lines and the trial table."""
+    lines = [line for line in (Path(cluster["root"]) / "tune.log").read_text().splitlines()
+             if line.strip()]
+    header = ["trial", "augment.sequence", "state", "epoch", "linear_top1"]
+    names = ["000_fade", "001_fade+time_shift", "002_time_shift+fade", "003_time_shift"]
+    assert lines[0].startswith("Ray: connected to the cluster at"), lines
+    assert lines[1].startswith("clar-ray tune: 4 trial(s);"), lines
+    for line in lines[2:]:  # nothing but tables: a header, then a row per trial Tune knows
+        words = line.split()
+        assert words == header or (words[0] in names and len(words) == 5), "\n".join(lines)
+    rows = [line.split() for line in lines[2:] if line.split() != header]
+    assert any(r[4] != "-" and 0 <= float(r[4]) <= 1 for r in rows), "\n".join(lines)
+    assert {r[1] for r in rows} <= {"fade", "fade+time_shift", "time_shift+fade", "time_shift"}
 
 
 def test_resuming_a_finished_study_runs_nothing(cluster: dict[str, str],

@@ -389,3 +389,18 @@ def test_resume_without_a_job_reads_the_runs_config_and_keeps_its_checks(
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "model.width=2, this job has model.width=8" in line, line
     assert snapshot(run_dir) == before
+
+
+def test_the_job_api_as_ray_address_says_to_submit_the_command(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """README's old step 3: RAY_ADDRESS=http://localhost:8265, then clar-ray prepare."""
+    import ray
+
+    from clar_ray.cli import main
+
+    monkeypatch.setenv("RAY_ADDRESS", "http://localhost:8265")
+    assert main(["prepare", "synthetic", "--out", str(tmp_path / "data")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "http://localhost:8265 is the job API" in line and "ray job submit" in line, line
+    assert not ray.is_initialized() and not (tmp_path / "data").exists()

@@ -166,15 +166,18 @@ def _trial_dirname(trial: Any) -> str:
     return f"tune_{trial.config['trial']['name']}"
 
 
-def _preflight(trials: Sequence[Trial]) -> None:
+def _preflight(trials: Sequence[Trial], *, local: bool) -> None:
     """Fail before Ray starts if a trial's dataset is missing, damaged or too small (one line).
 
     Each dataset is checked once (:func:`clar_ray.preflight.check_data`: the manifest and every
-    shard's footer), so a truncated shard stops the study here, not inside every trial.
+    shard's footer), so a truncated shard stops the study here, not inside every trial. On a
+    ``local`` machine each distinct trial shape must also fit its physical cores and memory
+    (:func:`clar_ray.preflight.check_local_fit`), as one ``clar-ray train`` must.
     """
     from clar_ray import preflight
 
     manifests: dict[tuple[str, str, str], Any] = {}
+    shapes: set[str] = set()
     for trial in trials:
         data = trial.job.data
         key = (data.path, data.train_split, data.eval_split)
@@ -183,6 +186,11 @@ def _preflight(trials: Sequence[Trial]) -> None:
                 manifests[key] = preflight.check_data(trial.job)
             rows = manifests[key].split(data.train_split).rows
             steps_per_epoch(rows, trial.job.train.batch_size, trial.job.train.workers)
+            shape = json.dumps({**trial.job.to_dict(), "augment": trial.job.augment.actors},
+                               sort_keys=True, default=str)
+            if local and shape not in shapes:
+                shapes.add(shape)
+                preflight.check_local_fit(trial.job, manifests[key])
         except (KeyError, ValueError) as err:
             raise ValueError(f"trial {trial.name}: {err}") from None
 
@@ -256,7 +264,10 @@ def run_study(job_path: str | Path, out: str, *, resume: bool = False,
     experiment = storage.absolute(out).rstrip("/")
     trials_path = storage.join_uri(experiment, TRIALS_FILE)
     _check_experiment(experiment, _trials_record(spec, trials), resume=resume)
-    _preflight(trials)
+    import ray
+
+    _preflight(trials, local=not (ray.is_initialized() or address
+                                  or os.environ.get("RAY_ADDRESS")))
 
     jobs = [t.job for t in trials]
     ensure_ray(jobs[0], address,

@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -283,7 +284,7 @@ def test_ci_installs_and_tests_as_the_readme_says() -> None:
 
 
 def test_the_cpu_study_fits_two_cores_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    """README's one-machine study plans on two cores, no GPU: what a local Ray would hold."""
+    """README's one-machine study plans on two cores and 8 GiB, no GPU, as a local Ray would."""
     from clar_ray import preflight
     from clar_ray.resources import plan_study, study_local_cpus
     from clar_ray.study import expand_trials, load_tune
@@ -299,9 +300,11 @@ def test_the_cpu_study_fits_two_cores_without_a_gpu(monkeypatch: pytest.MonkeyPa
     plan = plan_study(jobs, cluster_cpus=cpus, cluster_gpus=0,
                       max_concurrent=spec.max_concurrent_trials)
     assert len(jobs) == 49 and plan.concurrency >= 1
+    laptop = {"cores": 2, "free_bytes": 8 * 2**30}  # two cores, 8 GiB free
+    manifest = SimpleNamespace(sample_rate=16000, clip_samples=16000, labels=list("0123456789"))
     for job in jobs:
         preflight.check_local_gpus(job, gpus=0)
-        assert job.train.workers * job.train.cpus_per_worker <= 2
+        preflight.check_local_fit(job, manifest, **laptop, parameters=10**6)
 
 
 # ---------------------------------------------------------------- the walk

@@ -256,6 +256,20 @@ def test_cli_tune_with_a_truncated_shard_fails_in_one_line_before_ray(tmp_path: 
     assert not (tmp_path / "exp").exists()
 
 
+def test_cli_tune_whose_trial_cannot_fit_this_machine_fails_before_ray(data: str,
+                                                                       tmp_path: Path) -> None:
+    import yaml
+
+    tune_file = tmp_path / "grid.yaml"
+    tune_file.write_text(yaml.safe_dump({"base": tiny_job(data).to_dict(),
+                                         "grid": {"train.seed": [1, 2]}}))
+    done, seconds = clar_ray("tune", str(tune_file), "--out", str(tmp_path / "exp"), "--set",
+                             "train.cpus_per_worker=64", cwd=tmp_path)
+    one_line(done, "trial ", "needs 64 CPU cores", "physical core")
+    assert seconds < FAST_S
+    assert not (tmp_path / "exp").exists()
+
+
 def test_cli_plan_that_cannot_fit_this_machine_fails_before_ray(data: str,
                                                                 tmp_path: Path) -> None:
     done, seconds = clar_ray("train", str(job_file(tmp_path, data)), "--out",

@@ -30,6 +30,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import ray
 import yaml
 from conftest import tiny_job
 from test_train import assert_continued
@@ -58,9 +59,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         local.add_node("train-1", "train", cpus=2, resources={"clar_ray_train": 1})
         local.add_node("augment-1", "augment", cpus=1, resources={"clar_ray_augment": 1})
         local.add_node("augment-2", "augment", cpus=1, resources={"clar_ray_augment": 1})
-        data = str(tmp_path_factory.mktemp("multinode") / "small")
-        prepare_dataset("synthetic", data, options={"clips_per_class": "12", "num_classes": "3"},
-                        progress=False)
+        for attempt in (1, 2):  # a loaded 2-core machine can time out Ray's fetches between
+            data = str(tmp_path_factory.mktemp("multinode") / "small")  # nodes while the data
+            try:                                          # is written; the data is not under test
+                prepare_dataset("synthetic", data, progress=False,
+                                options={"clips_per_class": "12", "num_classes": "3"})
+                break
+            except ray.exceptions.RayError:
+                if attempt == 2:
+                    raise
         local.data = data  # type: ignore[attr-defined]
         yield local
     finally:

@@ -11,6 +11,12 @@ from clar_ray.config import JobConfig
 
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Every Ray the suite starts runs without token auth, as the one-machine multi-node cluster's
+# nodes do: a test process whose earlier local Ray had turned token auth on (Ray 2.60's default)
+# refuses the calls of those nodes' workers to it (OwnerDiedError when they fetch its objects).
+# tests/test_cluster.py turns token auth on for its own head; test_local_cluster runs in a
+# fresh process with Ray's default.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 # The tests' subprocesses (`python -m clar_ray.cli` run from a scratch folder, Ray's workers)
 # import this checkout's clar_ray, not whichever copy `pip install -e` last pointed at.
 os.environ["PYTHONPATH"] = os.pathsep.join(

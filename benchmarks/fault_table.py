@@ -43,7 +43,7 @@ from clar_ray.config import JobConfig  # noqa: E402
 from clar_ray.data.manifest import load_split  # noqa: E402
 from clar_ray.data.prepare import prepare_dataset  # noqa: E402
 from clar_ray.data.stream import dropped_ids  # noqa: E402
-from clar_ray.local_cluster import LocalCluster  # noqa: E402
+from clar_ray.local_cluster import LocalCluster, actors  # noqa: E402
 from clar_ray.resources import epoch_rows  # noqa: E402
 from clar_ray.train import TRACE_STEPS, run_training  # noqa: E402
 
@@ -86,11 +86,8 @@ def inject(cluster: LocalCluster, scenario: str) -> None:
         cluster.add_node(f"train-{len(cluster.nodes)}", "train", cpus=2,
                          resources={"clar_ray_train": 1})
     elif scenario == "train worker process":
-        from ray.util.state import list_actors
-
-        pids = [a.pid for a in list_actors(address=cluster.address, limit=10_000, detail=True,
-                                           raise_on_missing_output=False)
-                if "RayTrainWorker" in a.class_name and a.state == "ALIVE" and a.pid]
+        pids = [a.pid for a in actors(cluster.address, "RayTrainWorker")
+                if a.state == "ALIVE" and a.pid]
         assert pids, "no training worker is alive"
         os.kill(int(pids[0]), signal.SIGKILL)
 

@@ -190,13 +190,9 @@ class LocalCluster:
 
     def node_of_actor(self, class_name_part: str) -> Node | None:
         """The node of an alive actor whose class name contains the part (state API)."""
-        from ray.util.state import list_actors
-
         ids = {self.node_id(node): node for node in self.alive_nodes()}
-        for actor in list_actors(address=self.address, limit=10_000, detail=True,
-                                 raise_on_missing_output=False):
-            alive = class_name_part in actor.class_name and actor.state == "ALIVE"
-            if alive and actor.node_id in ids:
+        for actor in actors(self.address, class_name_part):
+            if actor.state == "ALIVE" and actor.node_id in ids:
                 return ids[actor.node_id]
         return None
 
@@ -253,18 +249,20 @@ def node_roles() -> dict[str, str]:
             for node in ray.nodes()}
 
 
+def actors(address: str, class_name_part: str) -> list[Any]:
+    """Ray's state records of every actor whose class name contains the part, dead included."""
+    from ray.util.state import list_actors
+
+    return [actor for actor in list_actors(address=address, limit=10_000, detail=True,
+                                           raise_on_missing_output=False)
+            if class_name_part in actor.class_name]
+
+
 def actor_roles(address: str, class_name_part: str) -> list[tuple[str, str]]:
     """``(state, role of its node)`` of every actor whose class name contains the part.
 
     From Ray's state API (``ray.util.state.list_actors``), dead actors included.
     """
-    from ray.util.state import list_actors
-
     roles = node_roles()
-    out: list[tuple[str, str]] = []
-    actors: list[Any] = list_actors(address=address, limit=10_000, detail=True,
-                                    raise_on_missing_output=False)
-    for actor in actors:
-        if class_name_part in actor.class_name:
-            out.append((actor.state, roles.get(actor.node_id or "", "?")))
-    return out
+    return [(actor.state, roles.get(actor.node_id or "", "?"))
+            for actor in actors(address, class_name_part)]

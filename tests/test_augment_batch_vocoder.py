@@ -11,7 +11,7 @@ Bounds, from measurements of this implementation (numbers in benchmarks/README.m
 * crop/pad time stretch is the numpy algorithm in float32 on the same frame grid: waveforms
   within 1e-3 of the numpy path (measured ≤ 3e-4 on FSDD and on tones with a noise floor:
   float32 phase accumulation against numpy's float64).
-* Pitch shift and resampled time stretch resample with a band-limited chirp-z interpolation
+* Pitch shift and resampled time stretch resample with a band-limited interpolation (a non-uniform FFT)
   where numpy uses soxr HQ: the filters differ near Nyquist and at the clip's ends. Measured
   on FSDD clips and on sines and chirps with a -60 dB noise floor: LSD ≤ 0.42 dB, correlation
   ≥ 0.9997. Bounds: LSD ≤ 0.75 dB, correlation ≥ 0.999.
@@ -45,6 +45,7 @@ from clar_ray.augment import (
     place,
     step_rng,
 )
+from clar_ray.augment import batch_resample as BR
 from clar_ray.augment import batch_vocoder as BV
 from clar_ray.augment import vocoder as V
 from clar_ray.augment.placement import CPU_MS_PER_VIEW, ON_DEVICE_CHOICES, Placement
@@ -183,7 +184,7 @@ def test_resample_of_a_sine_is_soxr_inside_the_clip(ratio: float) -> None:
     length = round(T * ratio)
     x = np.sin(2 * np.pi * 0.01 * np.arange(length)).astype(np.float32)
     ref = soxr.resample(x, SR * ratio, SR, quality="HQ")
-    got = BV.resample(torch.from_numpy(x)[None], np.array([length]), np.array([ratio]), T)[0]
+    got = BR.resample(torch.from_numpy(x)[None], np.array([length]), np.array([ratio]), T)[0]
     inside = slice(T // 4, 3 * T // 4)  # the ends differ: the filters' edges differ
     np.testing.assert_allclose(got.numpy()[inside], ref[inside], atol=1e-4)
 
@@ -359,11 +360,16 @@ class _CountOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _dispatched(function: object, batch: int, resample: bool) -> Counter[str]:
+def _dispatched(function: object, batch: int, resample: bool, *, alike: bool = False
+                ) -> Counter[str]:
+    """The aten operations of one call on ``batch`` rows (``alike``: every row the same draw)."""
     rng = np.random.default_rng(batch)
     waves = torch.from_numpy(rng.standard_normal((batch, 4000)).astype(np.float32))
-    draws = {"applied": np.ones(batch, bool), "rate": rng.uniform(0.5, 1.5, batch),
-             "resample": np.full(batch, resample), "semitones": rng.uniform(-15, 15, batch)}
+    rates, semitones = rng.uniform(0.5, 1.5, batch), rng.uniform(-15, 15, batch)
+    if alike:
+        rates, semitones = np.full(batch, 0.8), np.full(batch, 5.0)
+    draws = {"applied": np.ones(batch, bool), "rate": rates,
+             "resample": np.full(batch, resample), "semitones": semitones}
     with _CountOps() as counter:
         function(waves, draws)  # type: ignore[operator]
     # x[:, :n] dispatches alias instead of slice when n is the whole dimension.
@@ -371,14 +377,29 @@ def _dispatched(function: object, batch: int, resample: bool) -> Counter[str]:
     return counter.ops
 
 
-@pytest.mark.parametrize(("function", "resample"), [(BV.pitch_shift, False),
-                                                    (BV.time_stretch, False),
-                                                    (BV.time_stretch, True)])
-def test_the_device_path_never_loops_over_rows(function: object, resample: bool) -> None:
-    """The torch operations a call dispatches are the same for 8 rows and for 40."""
+_FUNCTIONS = pytest.mark.parametrize(("function", "resample"), [(BV.pitch_shift, False),
+                                                                (BV.time_stretch, False),
+                                                                (BV.time_stretch, True)])
+
+
+@_FUNCTIONS
+def test_the_device_path_never_loops_over_rows(function: object, resample: bool,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on CUDA (one pass, phases by cumsum): the same operations for 8 rows and for 40."""
+    monkeypatch.setattr(BV, "CHUNK_ROWS", {})
+    monkeypatch.setattr(BV, "FRAME_LOOP", set())
     small, large = _dispatched(function, 8, resample), _dispatched(function, 40, resample)
     assert small == large
-    assert sum(small.values()) < 200 * BV.ROW_GROUPS.get("cpu", 1)
+    assert sum(small.values()) < 350  # one pass: about 290 operations
+
+
+@_FUNCTIONS
+def test_the_cpu_path_loops_over_chunks_not_rows(function: object, resample: bool) -> None:
+    """On CPU: 9 and 16 rows are two chunks of the same operations, 24 rows three."""
+    assert BV.CHUNK_ROWS["cpu"] == 8
+    nine, sixteen = (_dispatched(function, n, resample, alike=True) for n in (9, 16))
+    assert nine == sixteen
+    assert sum(_dispatched(function, 24, resample, alike=True).values()) > sum(nine.values())
 
 
 # ----------------------------------------------------------------- placement

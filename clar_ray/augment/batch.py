@@ -134,8 +134,7 @@ class BatchAugmenter:
                               step=self.first_step + k, sample_ids=ids,
                               n_samples=waves.shape[1], sample_rate=self.sample_rate)
             assert function is not None
-            # The phase-vocoder steps size their grids from the draws: they stay on the host.
-            on = waves.device if spec.cheap else torch.device("cpu")
+            on = torch.device("cpu") if spec.host_draws else waves.device
             out = function(out, _to_tensors(draws, on))
         return out.to(waves.dtype)
 

@@ -57,6 +57,9 @@ class AugmentationSpec:
         torch_function: ``(waves (B, T) tensor, draws as (B,) tensors) -> (B, T)``, the
             batched torch version, or None when there is none (it then runs on the CPU).
         preset_overrides: Per preset, the values that differ from ``params_type``'s defaults.
+        host_draws: Whether ``torch_function`` takes its draws as CPU tensors whatever the
+            device of the waves: functions that pick rows or size their grids from the draws
+            read them there without a device sync and send only index tensors over.
     """
 
     name: str
@@ -67,6 +70,7 @@ class AugmentationSpec:
     cpu_ms_per_view: float
     torch_function: Callable[..., Any] | None
     preset_overrides: Mapping[str, Mapping[str, Any]]
+    host_draws: bool = False
 
     @property
     def param_names(self) -> tuple[str, ...]:

@@ -147,47 +147,51 @@ def apply_fade(waves: np.ndarray, draws: Draws, sample_rate: int) -> np.ndarray:
 # --------------------------------------------------------------------------- torch
 
 
-def _torch_fade_curve(shape: str, t: Tensor, fade_in: bool) -> Tensor:
-    import torch
-
-    if shape == "linear":
-        gain = t if fade_in else 1.0 - t
-    elif shape == "exponential":
-        gain = 2.0 ** (t - 1.0) * t if fade_in else 2.0 ** (-t) * (1.0 - t)
-    elif shape == "logarithmic":
-        gain = torch.log10(0.1 + t) + 1.0 if fade_in else torch.log10(1.1 - t) + 1.0
-    elif shape == "quarter_sine":
-        gain = torch.sin(t * math.pi / 2) if fade_in else torch.sin(t * math.pi / 2 + math.pi / 2)
-    else:  # half_sine
-        phase = t * math.pi - math.pi / 2 if fade_in else t * math.pi + math.pi / 2
-        gain = torch.sin(phase) / 2 + 0.5
-    return gain.clamp(0.0, 1.0)
+def _torch_fade_curve(shape: str, t: Tensor) -> Tensor:
+    """A fade-in curve at ramp positions t in [0, 1], in place; its value at 1 is 1 for every
+    shape, so positions outside a fade (set to 1) keep their samples."""
+    if shape == "exponential":  # 2**(t - 1) * t
+        gain = (t - 1.0).exp2_().mul_(t)
+    elif shape == "logarithmic":  # log10(0.1 + t) + 1
+        gain = t.add_(0.1).log10_().add_(1.0)
+    elif shape == "quarter_sine":  # sin(t * pi / 2)
+        gain = t.mul_(math.pi / 2).sin_()
+    elif shape == "half_sine":  # sin(t * pi - pi / 2) / 2 + 0.5
+        gain = t.mul_(math.pi).sub_(math.pi / 2).sin_().mul_(0.5).add_(0.5)
+    else:  # linear
+        gain = t
+    return gain.clamp_(0.0, 1.0)
 
 
 def apply_fade_torch(waves: Tensor, draws: Mapping[str, Tensor]) -> Tensor:
     """Fade in and out per row: (B, T) → (B, T).
 
-    Draw keys (each (B,)): ``applied``, ``shape`` (index of ``FADE_SHAPES``),
-    ``fade_in_samples``, ``fade_out_samples``.
+    Draw keys (each (B,), on the host: ``SPEC.host_draws``): ``applied``, ``shape`` (index of
+    ``FADE_SHAPES``), ``fade_in_samples``, ``fade_out_samples``. Rows are taken a curve at a
+    time (five at most, never a loop over rows), so each sample is computed for its own curve
+    only. The fade-out curve is the fade-in curve at the mirrored ramp ``(T - 1 - t) / (L - 1)``
+    (``curve_out(t) == curve_in(1 - t)`` for every shape).
     """
     import torch
 
-    n_samples = waves.shape[1]
-    t = torch.arange(n_samples, device=waves.device, dtype=torch.float32)[None, :]  # (1, T)
-    fade_in = draws["fade_in_samples"].to(torch.float32)[:, None]  # (B, 1)
-    fade_out = draws["fade_out_samples"].to(torch.float32)[:, None]
-    shape = draws["shape"].to(torch.int64)[:, None]
-    ramp_in = (t / (fade_in - 1).clamp_min(1)).clamp(0, 1)
-    start_out = n_samples - fade_out
-    ramp_out = ((t - start_out) / (fade_out - 1).clamp_min(1)).clamp(0, 1)
-    gain_in = torch.ones_like(ramp_in)
-    gain_out = torch.ones_like(ramp_out)
-    for shape_id, name in enumerate(FADE_SHAPES):
-        rows = shape == shape_id
-        gain_in = torch.where(rows, _torch_fade_curve(name, ramp_in, True), gain_in)
-        gain_out = torch.where(rows, _torch_fade_curve(name, ramp_out, False), gain_out)
-    gain = torch.where(t < fade_in, gain_in, 1.0) * torch.where(t >= start_out, gain_out, 1.0)
-    return torch.where(draws["applied"].to(torch.bool)[:, None], waves * gain, waves)
+    out = waves.clone()
+    n_samples, device = waves.shape[1], waves.device
+    applied = draws["applied"].numpy().astype(bool)
+    shapes = draws["shape"].numpy()
+    t = torch.arange(n_samples, device=device, dtype=torch.float32)[None, :]  # (1, T)
+    for shape_id, name in enumerate(FADE_SHAPES):  # over the curves, never rows
+        rows = np.flatnonzero(applied & (shapes == shape_id))
+        if rows.size == 0:
+            continue
+        index = torch.as_tensor(rows, device=device)
+        fade_in, fade_out = (draws[key][rows].to(device=device, dtype=torch.float32)[:, None]
+                             for key in ("fade_in_samples", "fade_out_samples"))
+        ramp_in = torch.where(t < fade_in, t / (fade_in - 1.0).clamp_min(1.0), 1.0)
+        ramp_out = torch.where(t >= n_samples - fade_out,
+                               (n_samples - 1.0 - t) / (fade_out - 1.0).clamp_min(1.0), 1.0)
+        gain = _torch_fade_curve(name, ramp_in).mul_(_torch_fade_curve(name, ramp_out))
+        out.index_copy_(0, index, out.index_select(0, index).mul_(gain))
+    return out
 
 
 SPEC = AugmentationSpec(
@@ -196,5 +200,6 @@ SPEC = AugmentationSpec(
     preset_overrides={"clar-code": {
         "p": 0.5,
         "shapes": ("linear", "exponential", "logarithmic", "quarter_sine", "half_sine")}},
+    host_draws=True,
 )
 fade = SPEC.function

@@ -84,5 +84,6 @@ SPEC = AugmentationSpec(
     "pitch_shift", PitchShiftParams, draw_pitch_shift, apply_pitch_shift, cheap=False,
     cpu_ms_per_view=2.3, torch_function=apply_pitch_shift_torch,
     preset_overrides={"clar-code": {"p": 0.5, "max_semitones": 14.0, "semitone_step": 1.0}},
+    host_draws=True,
 )
 pitch_shift = SPEC.function

@@ -91,5 +91,6 @@ SPEC = AugmentationSpec(
     "time_stretch", TimeStretchParams, draw_time_stretch, apply_time_stretch, cheap=False,
     cpu_ms_per_view=1.5, torch_function=apply_time_stretch_torch,
     preset_overrides={"clar-code": {"p": 0.5, "restore_length": "resample"}},
+    host_draws=True,
 )
 time_stretch = SPEC.function

@@ -11,10 +11,10 @@ Bounds, from measurements of this implementation (numbers in benchmarks/README.m
 * crop/pad time stretch is the numpy algorithm in float32 on the same frame grid: waveforms
   within 1e-3 of the numpy path (measured ≤ 3e-4 on FSDD and on tones with a noise floor:
   float32 phase accumulation against numpy's float64).
-* Pitch shift and resampled time stretch resample with a band-limited interpolation (a non-uniform FFT)
-  where numpy uses soxr HQ: the filters differ near Nyquist and at the clip's ends. Measured
-  on FSDD clips and on sines and chirps with a -60 dB noise floor: LSD ≤ 0.42 dB, correlation
-  ≥ 0.9997. Bounds: LSD ≤ 0.75 dB, correlation ≥ 0.999.
+* Pitch shift and resampled time stretch resample with a band-limited interpolation (by a
+  non-uniform FFT) where numpy uses soxr HQ: the filters differ near Nyquist and at the clip's
+  ends. Measured on FSDD clips and on sines and chirps with a -60 dB noise floor: LSD
+  ≤ 0.42 dB, correlation ≥ 0.9998. Bounds: LSD ≤ 0.75 dB, correlation ≥ 0.999.
 * Pure synthetic tones have bins of numerically zero energy whose phase is FFT round-off; the
   phase vocoder accumulates it, so any two implementations (numpy and librosa too) differ
   there: numpy vs librosa measured LSD ≤ 3.6 dB and correlation ≥ 0.936 on a chirp; torch vs

@@ -26,8 +26,8 @@ mask and gain tensors go to the device.
 
 Precision: the whole path runs in float32 (complex64) whatever the input dtype or an
 enclosing autocast (bf16 would wreck the phase accumulation and FFTs need float32 on CPU);
-phases that grow with the clip are formed in float64 and wrapped before they become float32. The functions
-return float32; ``BatchAugmenter`` casts back to the input's dtype.
+the frame grids are formed in float64 on the host. The functions return float32;
+``BatchAugmenter`` casts back to the input's dtype.
 
 Legend: B rows, T samples, N input frames, M output frames (the batch's most), F = 1025 bins,
 Q hop-sized blocks, L stretched length.

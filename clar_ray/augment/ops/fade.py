@@ -148,8 +148,11 @@ def apply_fade(waves: np.ndarray, draws: Draws, sample_rate: int) -> np.ndarray:
 
 
 def _torch_fade_curve(shape: str, t: Tensor) -> Tensor:
-    """A fade-in curve at ramp positions t in [0, 1], in place; its value at 1 is 1 for every
-    shape, so positions outside a fade (set to 1) keep their samples."""
+    """A fade-in curve at ramp positions t in [0, 1], computed in place in t.
+
+    Its value at 1 is 1 for every shape, so positions outside a fade (set to 1) keep their
+    samples.
+    """
     if shape == "exponential":  # 2**(t - 1) * t
         gain = (t - 1.0).exp2_().mul_(t)
     elif shape == "logarithmic":  # log10(0.1 + t) + 1

@@ -229,14 +229,12 @@ def _yaml_where(err: Exception) -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from clar_ray.resources import with_absolute_data
     from clar_ray.train import run_training
 
     if args.job is None and args.resume:
         job = _run_job(args.out, args.overrides)
     else:
         job = _load_job(args.job, args.overrides)
-    job = with_absolute_data(job)  # data/fsdd means the same in Ray Train's workers
     summary = run_training(job, args.out, resume=args.resume, overwrite=args.overwrite,
                            evaluate=not args.no_eval, address=args.address)
     _print_summary(summary)

@@ -395,6 +395,19 @@ class JobConfig:
         """Return a copy with ``section.key=value`` overrides applied (values parsed as YAML)."""
         return JobConfig.from_dict(apply_overrides(self.to_dict(), overrides))
 
+    def with_absolute_data(self) -> JobConfig:
+        """The job with a relative local ``data.path`` made absolute (from the current folder).
+
+        Ray Train's workers and Tune's trials run in working folders of their own, where a
+        relative path (``--set data.path=data/fsdd``) names nothing.
+        """
+        from clar_ray import storage
+
+        if not self.data.path or storage.absolute(self.data.path) == self.data.path:
+            return self
+        return dataclasses.replace(self, data=dataclasses.replace(
+            self.data, path=storage.absolute(self.data.path)))
+
 
 def load_job(path: str | Path, overrides: Iterable[str] = ()) -> JobConfig:
     """Load a job YAML file, apply overrides and validate."""

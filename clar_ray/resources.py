@@ -29,7 +29,7 @@ from clar_ray.config import ConfigError, JobConfig
 __all__ = ["DRIVER_CPUS", "RAY_NAMESPACE", "TRIAL_CPUS", "Cluster", "RayStartError",
            "ResourcePlan", "ResourcePlanError", "StudyPlan", "check_reachable", "cluster_plan",
            "ensure_ray", "init_ray", "local_cpus", "plan_resources", "plan_study", "read_cluster",
-           "steps_per_epoch", "study_local_cpus", "with_absolute_data", "with_actors"]
+           "steps_per_epoch", "study_local_cpus", "with_actors"]
 
 #: Logical CPUs kept free for the driver side of the training streams: Ray Data's executor,
 #: the split coordinators and Ray Data's stats and autoscaling actors. The streams start no
@@ -202,20 +202,6 @@ class StudyPlan:
 def with_actors(job: JobConfig, actors: int) -> JobConfig:
     """The job with ``augment.actors`` set."""
     return dataclasses.replace(job, augment=dataclasses.replace(job.augment, actors=actors))
-
-
-def with_absolute_data(job: JobConfig) -> JobConfig:
-    """The job with a relative local ``data.path`` made absolute (from the current folder).
-
-    Ray Train runs its workers in a working folder of its own, where a relative path (``--set
-    data.path=data/fsdd``) names nothing.
-    """
-    from clar_ray import storage
-
-    if not job.data.path or storage.absolute(job.data.path) == job.data.path:
-        return job
-    return dataclasses.replace(job, data=dataclasses.replace(
-        job.data, path=storage.absolute(job.data.path)))
 
 
 def plan_study(

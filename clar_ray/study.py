@@ -30,7 +30,6 @@ from typing import Any
 
 import yaml
 
-from clar_ray import storage
 from clar_ray.config import (
     AUGMENTATION_NAMES,
     FRONTEND_ENCODERS,
@@ -414,7 +413,7 @@ def expand_trials(spec: TuneSpec) -> list[Trial]:
         if spec.scheduler.name == "asha" and not job.eval.every_epochs:
             raise ConfigError(f"trial {name}: scheduler asha compares {spec.scheduler.metric} "
                               f"of the probe epochs, but eval.every_epochs is 0: set it")
-        trials.append(Trial(name, params, _absolute_data(job)))
+        trials.append(Trial(name, params, job.with_absolute_data()))
     return trials
 
 
@@ -424,13 +423,6 @@ def ordered_leaves(param_sets: Sequence[Params]) -> list[str]:
     for params in param_sets:
         leaves.extend(leaf for leaf in params if leaf not in leaves)
     return leaves
-
-
-def _absolute_data(job: JobConfig) -> JobConfig:
-    if not job.data.path:
-        return job
-    return dataclasses.replace(job, data=dataclasses.replace(
-        job.data, path=storage.absolute(job.data.path)))
 
 
 def _slug(leaf: str, value: Any) -> str:

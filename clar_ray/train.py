@@ -72,6 +72,7 @@ def run_training(job: JobConfig, run_dir: str, *, resume: bool = False, overwrit
     from clar_ray.data.stream import get_or_create_clock
 
     run_dir = storage.absolute(run_dir)
+    job = job.with_absolute_data()  # data/fsdd means the same in Ray Train's workers
     plan, placement, rows = _start_run(job, run_dir, resume=resume, overwrite=overwrite,
                                        address=address)
     run_id = run_id_for(run_dir)

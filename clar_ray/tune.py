@@ -38,7 +38,6 @@ twice; an interrupted training continues from its last checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -58,7 +57,6 @@ from clar_ray.resources import (
     read_cluster,
     steps_per_epoch,
     study_local_cpus,
-    with_absolute_data,
     with_actors,
 )
 from clar_ray.rundir import (
@@ -259,8 +257,7 @@ def run_study(job_path: str | Path, out: str, *, resume: bool = False,
         FileNotFoundError: ``resume`` is True and ``out`` holds no experiment.
     """
     spec = load_tune(job_path, overrides)
-    # A relative data.path names nothing in the trials' working folders.
-    trials = [dataclasses.replace(t, job=with_absolute_data(t.job)) for t in expand_trials(spec)]
+    trials = expand_trials(spec)  # each job's data.path absolute: trials run elsewhere
     experiment = storage.absolute(out).rstrip("/")
     trials_path = storage.join_uri(experiment, TRIALS_FILE)
     _check_experiment(experiment, _trials_record(spec, trials), resume=resume)

@@ -128,3 +128,32 @@ def test_augment_choices_are_the_augment_packages(leaf: str, values: tuple[Any, 
         assert getattr(JobConfig.from_dict({"augment": {leaf: value}}).augment, leaf) == value
     with pytest.raises(ConfigError, match=f"augment.{leaf}"):
         JobConfig.from_dict({"augment": {leaf: "nope"}})
+
+
+def test_with_absolute_data_resolves_relative_local_paths_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray Train's workers and Tune's trials run elsewhere: data/fsdd must name one folder."""
+    monkeypatch.chdir(tmp_path)
+    relative = JobConfig().replace(["data.path=data/fsdd"]).with_absolute_data()
+    assert relative.data.path == str(tmp_path / "data" / "fsdd")
+    for kept in ("", "/srv/fsdd", "s3://bucket/fsdd"):
+        job = JobConfig().replace([f"data.path={kept!r}"])
+        assert job.with_absolute_data().data.path == kept
+
+
+def test_run_training_gives_its_workers_an_absolute_data_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python API resolves a relative data.path before anything starts, as the CLI does."""
+    from clar_ray import train
+
+    seen: list[str] = []
+
+    def stop_at_start(job: JobConfig, *args: object, **kwargs: object) -> None:
+        seen.append(job.data.path)
+        raise RuntimeError("stopped before Ray")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train, "_start_run", stop_at_start)
+    with pytest.raises(RuntimeError, match="stopped before Ray"):
+        train.run_training(JobConfig().replace(["data.path=data/fsdd"]), str(tmp_path / "run"))
+    assert seen == [str(tmp_path / "data" / "fsdd")]

@@ -189,6 +189,23 @@ def test_resample_of_a_sine_is_soxr_inside_the_clip(ratio: float) -> None:
     np.testing.assert_allclose(got.numpy()[inside], ref[inside], atol=1e-4)
 
 
+@pytest.mark.parametrize("n_samples", [100, 600])
+def test_clips_shorter_than_one_stft_frame(n_samples: int) -> None:
+    """Rows in any order, each far shorter than the 2,048-point frame: the numpy path's result
+    within 5 % of full scale (measured 2-3 %: the resamplers' edges cover the whole clip)."""
+    rng = np.random.default_rng(n_samples)
+    waves = rng.standard_normal((4, n_samples)).astype(np.float32)
+    semitones, rates = np.array([-15.0, -3.0, 4.0, 15.0]), np.array([0.5, 0.8, 1.2, 1.5])
+    back = np.array([False, True, False, True])
+    shifted = BV.shift_pitch(torch.from_numpy(waves), semitones).numpy()
+    stretched = BV.stretch_time(torch.from_numpy(waves), rates, back).numpy()
+    for row in range(4):
+        ref = V.shift_pitch(waves[row], semitones[row], SR)
+        np.testing.assert_allclose(shifted[row], ref, atol=0.05 * np.abs(ref).max())
+        ref = V.stretch_time(waves[row], rates[row], back[row])
+        np.testing.assert_allclose(stretched[row], ref, atol=0.05 * np.abs(ref).max())
+
+
 # ----------------------------------------------------------------- agreement
 
 

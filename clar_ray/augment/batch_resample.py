@@ -74,11 +74,12 @@ def _deconvolution(in_length: int, grid: int, device: torch.device) -> Tensor:
 
 
 def _grid_spectrum(waves: Tensor, grid: int) -> tuple[Tensor, Tensor]:
-    """The centred, deconvolved input's real FFT on U points, with TAPS mirrored bins below 0.
+    """The centred, deconvolved input's real FFT on U points, TAPS mirrored bins on each side.
 
     Returns:
-        ``(real, imag)``, each (B, TAPS + U / 2 + 1) float32: grid bin j at column
-        ``TAPS + j`` (bin -j is the conjugate of bin j; positions stay below U / 2 - TAPS).
+        ``(real, imag)``, each (B, U / 2 + 1 + 2 TAPS) float32: grid bin j at column
+        ``TAPS + j`` for j in [-TAPS, U / 2 + TAPS] (bin -j and bin U - j are the conjugates of
+        bin j).
     """
     batch, in_length = waves.shape
     deconvolution, centre = _deconvolution(in_length, grid, waves.device), in_length // 2
@@ -86,10 +87,13 @@ def _grid_spectrum(waves: Tensor, grid: int) -> tuple[Tensor, Tensor]:
     torch.mul(waves[:, centre:], deconvolution[centre:], out=centred[:, :in_length - centre])
     torch.mul(waves[:, :centre], deconvolution[:centre], out=centred[:, grid - centre:])
     spectrum = torch.view_as_real(torch.fft.rfft(centred, dim=1))  # (B, U/2 + 1, 2)
-    parts = spectrum.new_empty(2, batch, TAPS + spectrum.shape[1])
-    parts[:, :, TAPS:] = spectrum.permute(2, 0, 1)
-    parts[:, :, :TAPS] = parts[:, :, TAPS + 1:2 * TAPS + 1].flip(2)
+    half = grid // 2
+    parts = spectrum.new_empty(2, batch, half + 1 + 2 * TAPS)
+    parts[:, :, TAPS:TAPS + half + 1] = spectrum.permute(2, 0, 1)
+    parts[:, :, :TAPS] = parts[:, :, TAPS + 1:2 * TAPS + 1].flip(2)  # bins -TAPS .. -1
+    parts[:, :, TAPS + half + 1:] = parts[:, :, half:half + TAPS].flip(2)  # U/2 + 1 .. U/2 + TAPS
     parts[1, :, :TAPS].neg_()
+    parts[1, :, TAPS + half + 1:].neg_()
     return parts[0], parts[1]
 
 
@@ -98,7 +102,7 @@ def _read_bins(grid_spectrum: tuple[Tensor, Tensor], positions: Tensor) -> tuple
 
     Args:
         grid_spectrum: :func:`_grid_spectrum`'s real and imaginary parts.
-        positions: (B, K) float64 positions in grid bins, in [0, U / 2 - TAPS).
+        positions: (B, K) float64 positions in grid bins, in [0, U / 2].
     """
     real, imag = grid_spectrum
     batch, n_bins = positions.shape
@@ -138,13 +142,16 @@ def resample(waves: Tensor, lengths: np.ndarray, ratios: np.ndarray, out_length:
     in_length = max(int(lengths.max()), 1)
     # P: output samples of one period, which must hold every row's whole input and a guard.
     period = fft_size(max(out_length, int(np.ceil((lengths / ratios).max()))) + GUARD)
-    grid = fft_size(2 * in_length)
+    grid = fft_size(max(2 * in_length, 4 * TAPS))  # the mirrors need U / 2 > TAPS
     # Output bins below the pass band's end: at 0.5 P min(1, ratio) PASSBAND[1] of row b.
     edge = 0.5 * period * np.minimum(1.0, ratios)  # (B,) the lower Nyquist, in output bins
     n_bins = min(period // 2 + 1, int(np.ceil(PASSBAND[1] * edge.max())) + 1)  # K
     k = torch.arange(n_bins, device=device, dtype=torch.float64)[None, :]
     ratio = torch.as_tensor(ratios, device=device, dtype=torch.float64)[:, None]
     positions = k * (grid / period) / ratio  # ω_k in grid bins, ω_k = 2π k / (ratio P)
+    # K is the batch's: a row with a lower pass band reads past its own Nyquist (U / 2), where
+    # its gain is zero; those positions are held at U / 2.
+    positions = torch.clamp(positions, max=grid / 2)
     real, imag = _read_bins(_grid_spectrum(waves[:, :in_length], grid), positions)
     # Undo the centring (a delay of L // 2 samples: a phase of -ω_k L // 2), and apply the pass
     # band's gain over 1 / ratio.

@@ -9,10 +9,13 @@ The same algorithm as :mod:`clar_ray.augment.vocoder` (librosa's: STFT with 2048
   position ``i * rate[b]``; rows have ``ceil(N / rate[b])`` frames, the batch the most of them
   and the rest are zero. The grids (indices and fractions) are computed on the host in float64
   exactly as numpy's ``arange`` computes them, so a row's frames are those of the numpy path.
-  The phase accumulation is one ``cumsum`` over frames (float32, of increments within 2π of
-  zero; the numpy path accumulates in float64: crop/pad results differ by ≤ 3e-4 on FSDD).
+  The phase advance of each input frame is measured once and gathered for the output frames;
+  the phases accumulate over frames in float32 (a ``cumsum``, or on CPU a loop of in-place
+  adds over frames, :data:`FRAME_LOOP`; the numpy path accumulates in float64: crop/pad
+  results differ by ≤ 3e-4 on FSDD).
 * **Inverse STFT** by overlap-add in hop-sized blocks, each row normalised by its own sum of
-  squared windows (a table indexed by the row's frame count), cut to ``round(T / rate[b])``.
+  squared windows (a 25-row table indexed by where a block sits among the row's frames), cut
+  to ``round(T / rate[b])``.
 * **Resampling** (pitch shift, and time stretch with ``restore_length="resample"``): each row
   by its own ratio with soxr ``HQ``'s pass band, by :mod:`clar_ray.augment.batch_resample`.
 
@@ -21,8 +24,8 @@ whose draw is a no-op (not applied, rate 1, 0 semitones) are left out by ``index
 the others put back by ``index_copy``. On CUDA all of them go through in one pass, whose number
 of torch operations does not depend on B (a test counts them); on CPU they go through in
 chunks of :data:`CHUNK_ROWS` rows of similar rates, each chunk the same operations. The draws
-stay on the host (the grids are sized from them without a device sync); only index, fraction,
-mask and gain tensors go to the device.
+stay on the host (the grids are sized from them without a device sync); only index and
+fraction tensors go to the device.
 
 Precision: the whole path runs in float32 (complex64) whatever the input dtype or an
 enclosing autocast (bf16 would wreck the phase accumulation and FFTs need float32 on CPU);

@@ -1,19 +1,24 @@
-"""The paper's Table 2 and Figure 5 on real speech, as a `clar-ray tune` study.
+"""The paper's Table 2 and Figure 5 on real audio, as a `clar-ray tune` study.
 
-Runs ``jobs/study-label-fractions-fsdd.yaml`` (supervised, SimCLR and CLAR × 100 / 10 / 1 %
-labels × two seeds on FSDD; SimCLR reads no label and trains once per seed) with Ray Tune,
-``--resume`` continues an interrupted study, then ``clar-ray analyze`` draws the curves (one PNG
-per fraction) and this script writes the table with both seeds and their spread.
+Runs a label-fraction study (default ``jobs/study-label-fractions-fsdd.yaml``: supervised,
+SimCLR and CLAR × 100 / 10 / 1 % labels × two seeds on FSDD; SimCLR reads no label and trains
+once per seed) with Ray Tune, ``--resume`` continues an interrupted study, then ``clar-ray
+analyze`` draws the curves (one PNG per fraction) and this script writes the table with every
+seed and their spread.
 
 Every encoder is evaluated the paper's way: a linear classifier on the frozen features of ALL
-2,700 training clips, top-1 on the 300 un-augmented test clips (official split), plus kNN.
+training clips, top-1 on the un-augmented test clips, plus kNN.
 
 Usage:
-    python benchmarks/label_fractions_fsdd.py [--out DIR] [--experiment DIR] [--resume]
+    python benchmarks/label_fractions.py [--out DIR] [--experiment DIR] [--resume]
         [--set KEY=VALUE ...]
+    python benchmarks/label_fractions.py --study jobs/study-label-fractions-philharmonia.yaml \
+        --data PREPARED_DIR --name label_fractions_philharmonia --experiment DIR
 
-It writes OUT/label_fractions.json (one row per trial: method, label_fraction, seed,
-linear_top1, knn_top1, curve) and OUT/label_fractions.md, and copies the curves beside them.
+With ``--data`` the study trains on that prepared dataset; without it FSDD is prepared from
+``--fsdd`` (8 kHz, 0.6 s) into ``--cache`` once. It writes OUT/NAME.json (one row per trial:
+method, label_fraction, seed, linear_top1, knn_top1, curve) and OUT/NAME.md, and copies the
+curves beside them as OUT/NAME_curves_*.png.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ STUDY = ROOT / "jobs" / "study-label-fractions-fsdd.yaml"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default=str(STUDY), help="the study's tune file")
+    parser.add_argument("--data", default=None, help="a prepared dataset (default: FSDD)")
+    parser.add_argument("--name", default="label_fractions", help="output file names")
     parser.add_argument("--fsdd", default=str(ROOT.parent / "shared" / "data" / "fsdd"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--experiment", default=os.path.join(tempfile.gettempdir(),
@@ -45,16 +53,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="overrides of the study's base job, e.g. train.epochs=20")
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "clar-ray-bench"))
     args = parser.parse_args(argv)
-    if not Path(args.fsdd).is_dir():
-        print(f"FSDD not found at {args.fsdd}: pass --fsdd PATH", file=sys.stderr)
+    if args.data is None and not Path(args.fsdd).is_dir():
+        print(f"FSDD not found at {args.fsdd}: pass --fsdd PATH or --data PREPARED",
+              file=sys.stderr)
         return 2
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     from clar_ray.analyze import analyze_experiment
     from clar_ray.tune import run_study
 
-    data_dir = prepared_fsdd(args.fsdd, args.cache)
+    data_dir = args.data or prepared_fsdd(args.fsdd, args.cache)
     started = time.perf_counter()
-    run_study(STUDY, args.experiment, resume=args.resume,
+    run_study(args.study, args.experiment, resume=args.resume,
               overrides=[f"data.path={data_dir}", *args.overrides])
     minutes = (time.perf_counter() - started) / 60
     report = Path(analyze_experiment(args.experiment))
@@ -62,12 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for png in report.parent.glob("curves*.png"):
-        shutil.copy(png, out / f"label_fractions_{png.name}")
-    (out / "label_fractions.json").write_text(json.dumps(
-        {"study": str(STUDY.relative_to(ROOT)), "overrides": args.overrides,
+        shutil.copy(png, out / f"{args.name}_{png.name}")
+    study = Path(args.study).resolve()
+    (out / f"{args.name}.json").write_text(json.dumps(
+        {"study": str(study.relative_to(ROOT) if study.is_relative_to(ROOT) else study),
+         "overrides": args.overrides,
          "minutes": minutes, "cpu_count": os.cpu_count(), "results": rows}, indent=2) + "\n")
     text = table(rows)
-    (out / "label_fractions.md").write_text(text)
+    (out / f"{args.name}.md").write_text(text)
     print(text)
     return 0
 

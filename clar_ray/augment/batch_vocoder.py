@@ -38,6 +38,7 @@ Q hop-sized blocks, L stretched length.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 
@@ -53,14 +54,17 @@ _TWO_PI = 2.0 * math.pi
 
 
 # --------------------------------------------------------------------------- helpers
+# Constant tables, made once per device (a call runs per chunk) and never written to.
 
 
+@functools.cache
 def _window(device: torch.device) -> Tensor:
     """The periodic Hann window of the numpy path, float32: (N_FFT,)."""
     n = torch.arange(N_FFT, device=device, dtype=torch.float64)
     return (0.5 - 0.5 * torch.cos(_TWO_PI * n / N_FFT)).to(torch.float32)
 
 
+@functools.cache
 def _advance(device: torch.device) -> Tensor:
     """Expected phase advance per hop of each bin, wrapped to [-π, π), float32: (F,)."""
     bins = HOP_LENGTH * np.linspace(0, np.pi, N_FFT // 2 + 1)
@@ -165,6 +169,7 @@ def phase_vocoder(spectrum: Tensor, index: Tensor, fraction: Tensor) -> Tensor:
     return torch.view_as_complex(out)
 
 
+@functools.cache
 def _inverse_window_sums(device: torch.device) -> Tensor:
     """``1 / Σ w²`` over the blocks ``[low, high)`` of the squared window, at ``high * 5 + low``.
 

@@ -295,6 +295,18 @@ def test_stretch_matches_librosa(rate: float) -> None:
     np.testing.assert_allclose(ours, theirs, atol=5e-3)
 
 
+@pytest.mark.filterwarnings("ignore:n_fft=2048 is too large")  # librosa's, on purpose here
+@pytest.mark.parametrize("n_samples", [300, 1000, 1600, 2600])
+@pytest.mark.parametrize("rate", [0.5, 1.5])
+def test_stretch_of_clips_a_few_frames_long_matches_librosa(n_samples: int, rate: float) -> None:
+    # One to six frames: every block's sum of squared windows is an edge case.
+    wave = (_sine(300.0) + _noise_clip(SR))[:n_samples]
+    ours = vocoder.stretch(wave, rate)
+    theirs = librosa.effects.time_stretch(wave, rate=rate)
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, atol=5e-3)
+
+
 @pytest.mark.parametrize("rate", [0.75, 1.25])
 def test_paper_time_stretch_keeps_pitch_and_changes_tempo(rate: float) -> None:
     burst = _burst()

@@ -18,9 +18,10 @@ Layers, lowest first (a module imports only those above it in this list):
   ``BatchAugmenter``, the same in torch (meant for CUDA). ``batch`` and the torch transforms
   import torch on first use, so CPU actors do not load torch through this package.
 
-Threads: the numpy path starts no thread pool (numpy's pocketfft and soxr run one thread,
-librosa and numba are not used), so a CPU actor needs no setting for it; BLAS is not used
-either, though ``OPENBLAS_NUM_THREADS=1`` keeps an idle pool out of each actor. The torch path
+Threads: the numpy path starts no thread pool (``scipy.fft`` runs one worker unless told
+otherwise, soxr one thread, librosa and numba are not used), so a CPU actor needs no setting
+for it; BLAS is not used either, though ``OPENBLAS_NUM_THREADS=1`` keeps an idle pool out of
+each actor. The torch path
 on CPU tensors runs on torch's intra-op pool: set ``torch.set_num_threads`` (or
 ``OMP_NUM_THREADS``) where that shares cores with other work.
 """

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from clar_ray.augment.batch_resample import resample
-from clar_ray.augment.vocoder import HOP_LENGTH, N_FFT
+from clar_ray.augment.vocoder import HOP_LENGTH, N_FFT, inverse_window_sums, window_sum_rows
 
 _BLOCKS = N_FFT // HOP_LENGTH  # 4 hop-sized blocks per frame
 _TWO_PI = 2.0 * math.pi
@@ -171,23 +171,11 @@ def phase_vocoder(spectrum: Tensor, index: Tensor, fraction: Tensor) -> Tensor:
 
 @functools.cache
 def _inverse_window_sums(device: torch.device) -> Tensor:
-    """``1 / Σ w²`` over the blocks ``[low, high)`` of the squared window, at ``high * 5 + low``.
-
-    Block q of the overlap-added signal holds block j of frame q - j for the frames a row has:
-    j from ``low = clamp(q - frames + 1, 0, 4)`` to ``high = min(q + 1, 4)``, so its sum of
-    squared windows depends on those two numbers alone: a (25, HOP) float32 table, 1 where
-    the sum is zero (no frame covers the block), as the numpy path leaves such samples.
-    """
-    squared = (_window(device).to(torch.float64) ** 2).reshape(_BLOCKS, HOP_LENGTH)
-    cumulative = torch.cat([squared.new_zeros(1, HOP_LENGTH), torch.cumsum(squared, dim=0)])
-    pairs = torch.arange((_BLOCKS + 1) ** 2, device=device)
-    high, low = pairs // (_BLOCKS + 1), pairs % (_BLOCKS + 1)
-    sums = cumulative[high] - cumulative[torch.minimum(low, high)]  # (25, HOP)
-    tiny = torch.finfo(torch.float32).tiny
-    return torch.where(sums > tiny, 1.0 / sums, 1.0).to(torch.float32)
+    """:func:`vocoder.inverse_window_sums` on the device: (25, HOP) float32."""
+    return torch.tensor(inverse_window_sums(), device=device)  # a copy: the table is read-only
 
 
-def istft(spectrum: Tensor, frames: Tensor, lengths: Tensor, out_length: int) -> Tensor:
+def istft(spectrum: Tensor, frames: np.ndarray, lengths: Tensor, out_length: int) -> Tensor:
     """Inverse of :func:`stft` per row: (B, M, F) → (B, out_length) float32.
 
     Windowed overlap-add, each row divided by the sum of its own frames' squared windows, the
@@ -195,7 +183,7 @@ def istft(spectrum: Tensor, frames: Tensor, lengths: Tensor, out_length: int) ->
 
     Args:
         spectrum: (B, M, F) complex64 (frames past a row's count are ignored).
-        frames: (B,) int64 frame counts, on the spectrum's device.
+        frames: (B,) int64 frame counts, on the host.
         lengths: (B,) int64 lengths of the rows' results, on the spectrum's device.
         out_length: Samples to return per row.
     """
@@ -207,11 +195,9 @@ def istft(spectrum: Tensor, frames: Tensor, lengths: Tensor, out_length: int) ->
     signal = blocks.new_zeros(batch, n_blocks, HOP_LENGTH)
     for j in range(_BLOCKS):  # overlap-add: block j of every frame, for all rows at once
         signal[:, j:j + n_frames] += blocks[:, :, j]
-    q = torch.arange(n_blocks, device=device)[None, :]
-    high = torch.clamp(q + 1, max=_BLOCKS)
-    low = torch.clamp(q - frames[:, None] + 1, min=0, max=_BLOCKS)
-    scale = _inverse_window_sums(device).index_select(0, (high * (_BLOCKS + 1) + low).reshape(-1))
-    signal *= scale.reshape(batch, n_blocks, HOP_LENGTH)
+    rows = torch.as_tensor(window_sum_rows(frames)[:, :n_blocks], device=device)
+    scale = _inverse_window_sums(device).index_select(0, rows.reshape(-1))
+    signal *= scale.reshape(batch, n_blocks, HOP_LENGTH)  # each sample's 1 / Σ w²
     signal = signal.reshape(batch, -1)[:, N_FFT // 2:N_FFT // 2 + out_length]
     signal = torch.nn.functional.pad(signal, (0, out_length - signal.shape[1]))
     t = torch.arange(out_length, device=device)[None, :]
@@ -244,8 +230,7 @@ def stretch(waves: Tensor, rates: np.ndarray, out_length: int | None = None
     index[np.arange(index.shape[1])[None, :] >= frames[:, None]] = n_frames  # silent frames
     out = phase_vocoder(spectrum, torch.as_tensor(index, device=device),
                         torch.as_tensor(fraction, device=device))
-    return istft(out, torch.as_tensor(frames, device=device),
-                 torch.as_tensor(lengths, device=device), out_length), lengths
+    return istft(out, frames, torch.as_tensor(lengths, device=device), out_length), lengths
 
 
 # --------------------------------------------------------------------------- augmentations

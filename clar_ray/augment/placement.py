@@ -13,14 +13,14 @@ The CPU actors run a prefix of the sequence and the training device the rest, or
   a GPU, or with no phase-vocoder augmentation, everything stays on the actors.
 
 Why ``auto`` cuts there (``benchmarks/README.md`` has the measurements): pitch shift and time
-stretch cost a CPU core a few ms a view, the other five well under 1 ms together, so a GPU
-training thousands of views per second needs about 4 CPU cores per 1,000 views/s for the
+stretch cost a CPU core 1.4 and 0.9 ms a view, the other five 0.02-0.6 ms each, so a GPU
+training thousands of views per second needs more than 2 CPU cores per 1,000 views/s for the
 phase vocoder alone (``cluster.yaml``'s 32-core augmentation nodes), while batched on the
 GPU it is a few large FFTs and elementwise ops per batch. The cheap augmentations keep the
 actors' pool busy for little and leave the GPU to the model; the stream's cost there is
 moving the views, which the device placement does not remove. On CPU training the actors
 keep it: they run beside training in processes of their own, and the batched path on the
-trainer's 2 threads delivers 0.8-0.9 of what two numpy actors do on 2 cores.
+trainer's 2 threads delivers 0.66-0.75 of what two numpy actors do on 2 cores.
 
 The run's ``plan.json`` records the placement (:meth:`Placement.describe`), with what the
 actors' part costs: :data:`CPU_MS_PER_VIEW` summed, and the CPU cores it takes per 1,000
@@ -83,8 +83,8 @@ class Placement:
         """The record of ``plan.json``: both parts, the rule, and the actors' estimated cost."""
         ms = self.actor_ms_per_view
         return {"actors": list(self.actors), "device": list(self.device), "rule": self.rule,
-                "actor_cpu_ms_per_view_1s_16khz": round(ms, 2),
-                "actor_cores_per_1000_views_per_s": round(ms, 2)}
+                "actor_cpu_ms_per_view_1s_16khz": round(ms, 3),
+                "actor_cores_per_1000_views_per_s": round(ms, 3)}
 
 
 def split_for_device(sequence: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:

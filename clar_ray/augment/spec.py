@@ -48,12 +48,13 @@ class AugmentationSpec:
         params_type: Frozen dataclass of its parameters (defaults = the ``paper`` preset).
         draw: ``(rng, n_samples, sample_rate, params) -> Draw``: one clip's random parameters.
         apply: ``(waves (B, T), draws, sample_rate) -> (B, T)``: numpy batch transform.
-        cheap: True when ``apply`` is vectorised over the batch (well under 1 ms a view on a
-            CPU core); False for the phase-vocoder augmentations (a few ms a view), which
+        cheap: True when ``apply`` is vectorised over the batch (under 0.6 ms a view on a
+            CPU core); False for the phase-vocoder augmentations (1-1.5 ms a view), which
             placement by cost (:mod:`clar_ray.augment.placement`) moves to a GPU.
         cpu_ms_per_view: CPU time per view of ``apply`` (numpy, one core, a 1-s clip at
-            16 kHz, p = 1, 128-row batches; measured on the 2-core development machine under
-            load, so read them as relative costs). Scale with the clip's samples.
+            16 kHz, p = 1, 128-row batches; measured by ``benchmarks/augment_costs.py`` on
+            the 2-core development machine: read them as relative costs). Scale with the
+            clip's samples.
         torch_function: ``(waves (B, T) tensor, draws as (B,) tensors) -> (B, T)``, the
             batched torch version, or None when there is none (it then runs on the CPU).
         preset_overrides: Per preset, the values that differ from ``params_type``'s defaults.

@@ -141,7 +141,7 @@ def apply_mixed_noise_torch(waves: Tensor, draws: Mapping[str, Tensor]) -> Tenso
 
 SPEC = AugmentationSpec(
     "mixed_noise", MixedNoiseParams, draw_mixed_noise, apply_mixed_noise, cheap=True,
-    cpu_ms_per_view=0.7, torch_function=apply_mixed_noise_torch,
+    cpu_ms_per_view=0.57, torch_function=apply_mixed_noise_torch,
     preset_overrides={"clar-code": {"p": 0.5, "max_snr_db": 19.0, "snr_step_db": 1.0,
                                     "colors": ("brown", "pink", "white", "none"),
                                     "style": "clar-code"}},

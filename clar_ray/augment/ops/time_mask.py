@@ -124,7 +124,7 @@ def apply_time_mask_torch(waves: Tensor, draws: Mapping[str, Tensor]) -> Tensor:
 
 SPEC = AugmentationSpec(
     "time_mask", TimeMaskParams, draw_time_mask, apply_time_mask, cheap=True,
-    cpu_ms_per_view=0.05, torch_function=apply_time_mask_torch,
+    cpu_ms_per_view=0.035, torch_function=apply_time_mask_torch,
     preset_overrides={"clar-code": {"p": 0.25, "min_mask_fraction": 0.125, "fills": ("noise",)}},
 )
 time_mask = SPEC.function

@@ -87,7 +87,7 @@ def _istft(spectrum: np.ndarray, length: int) -> np.ndarray:
     signal = np.zeros((n_frames + _BLOCKS - 1, HOP_LENGTH), dtype=np.float32)
     for j in range(_BLOCKS):  # overlap-add, one hop-sized block of every frame at a time
         signal[j:j + n_frames] += frame_blocks[:, j]
-    signal *= inverse_window_sums()[window_sum_rows(n_frames)]  # each sample's Σ w²
+    signal *= inverse_window_sums()[window_sum_rows(n_frames)]  # each sample's 1 / Σ w²
     return _fix_length(signal.reshape(-1)[N_FFT // 2:], length)
 
 

@@ -31,10 +31,24 @@ AUTH_MODE = "RAY_AUTH_MODE"
 NODE_START_TIMEOUT_S = float(os.environ.get("CLAR_RAY_TEST_NODE_TIMEOUT_S", "180"))
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int, taken: set[int] | None = None) -> list[int]:
+    """``count`` distinct TCP ports, free now and not in ``taken`` (which they join).
+
+    The sockets stay bound until all are picked, so one call never gets a port twice; the OS
+    hands a port out again once its socket is closed, so ``taken`` keeps a cluster's later
+    picks apart from the ports its nodes were given before (they may not have bound them yet).
+    """
+    taken = set() if taken is None else taken
+    ports: list[int] = []
+    with contextlib.ExitStack() as bound:
+        while len(ports) < count:
+            sock = bound.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("", 0))
+            port = int(sock.getsockname()[1])
+            if port not in taken:
+                taken.add(port)
+                ports.append(port)
+    return ports
 
 
 def _accepts(host: str, port: int) -> bool:
@@ -82,7 +96,8 @@ class LocalCluster:
         # into it anyway (``resolve_ip_for_localhost``), so a loopback-only cluster is
         # unreachable from a test process that imported Ray before it could say otherwise.
         self.ip = get_node_ip_address()
-        self.gcs_port = _free_port()
+        self._ports: set[int] = set()  # every port given to a node of this cluster
+        self.gcs_port = free_ports(1, self._ports)[0]
         self.address = f"{self.ip}:{self.gcs_port}"
         self.object_store_bytes = object_store_bytes
         self.nodes: list[Node] = []
@@ -95,9 +110,10 @@ class LocalCluster:
 
     def _start(self, name: str, role: str, args: list[str]) -> Node:
         temp_dir = tempfile.mkdtemp(prefix="crn-")  # short: Ray's unix sockets live here
-        ports = {flag: _free_port() for flag in (
-            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
-            "metrics-export-port", "node-manager-port", "object-manager-port")}
+        flags = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                 "runtime-env-agent-port", "metrics-export-port", "node-manager-port",
+                 "object-manager-port")
+        ports = dict(zip(flags, free_ports(len(flags), self._ports)))
         command = ["ray", "start", "--block", f"--node-ip-address={self.ip}",
                    f"--temp-dir={temp_dir}", f"--labels={ROLE_LABEL}={role}",
                    f"--object-store-memory={self.object_store_bytes}", "--num-gpus=0",
@@ -117,10 +133,11 @@ class LocalCluster:
         The head runs the dashboard on loopback, because Ray's state API (which tests use to
         see where actors went) is served by it.
         """
+        dashboard, client = free_ports(2, self._ports)
         node = self._start("head", "head", [
             "--head", f"--port={self.gcs_port}", "--num-cpus=0", "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={_free_port()}",
-            f"--ray-client-server-port={_free_port()}"])
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+            f"--ray-client-server-port={client}"])
         deadline = time.monotonic() + NODE_START_TIMEOUT_S
         while not _accepts(self.ip, self.gcs_port):
             if not node.alive or time.monotonic() > deadline:

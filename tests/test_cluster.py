@@ -24,7 +24,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import yaml
 
 from clar_ray import storage
 from clar_ray.config import load_job
+from clar_ray.local_cluster import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO / "cluster.yaml"
@@ -224,12 +224,6 @@ def test_paper_jobs_differ_only_in_the_objective() -> None:
 
 # ------------------------------------------------------------------- a real head, a real job
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _http_status(url: str, headers: Mapping[str, str]) -> int | None:
     """The HTTP status of a GET (None when nothing answers yet)."""
     request = urllib.request.Request(url, headers=dict(headers))
@@ -321,10 +315,10 @@ def start_local_head(num_cpus: int, log: Path) -> LocalHead:
     lets ``ray start`` wait for a slow dashboard instead of failing at 60 s, and
     ``RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0`` skips the 30 s drain on SIGTERM.
     """
-    ports = {flag: _free_port() for flag in (
-        "port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-        "ray-client-server-port", "runtime-env-agent-port", "metrics-export-port",
-        "node-manager-port", "object-manager-port")}
+    flags = ("port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+             "ray-client-server-port", "runtime-env-agent-port", "metrics-export-port",
+             "node-manager-port", "object-manager-port")
+    ports = dict(zip(flags, free_ports(len(flags))))
     temp_dir = Path(tempfile.mkdtemp(prefix="clar-ray-"))  # short: Ray's unix sockets live here
     env = {key: value for key, value in os.environ.items()
            if key not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN_PATH")}

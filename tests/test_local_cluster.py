@@ -1,11 +1,17 @@
-"""The one-machine multi-node cluster leaves its process able to start a local Ray again."""
+"""The one-machine multi-node cluster: its ports, and a process able to start Ray again after it."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
+
+import pytest
+
+from clar_ray import local_cluster
+from clar_ray.local_cluster import free_ports
 
 # A fresh process: Ray caches the auth mode and token per process, so the scenario must not
 # leave them behind in the test session.
@@ -41,3 +47,48 @@ def test_a_local_ray_starts_after_the_cluster_stops(tmp_path: Path) -> None:
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     assert done.returncode == 0, done.stdout[-3000:]
     assert "local Ray after the cluster: ok" in done.stdout
+
+
+class _Socket:
+    """A socket whose bind gets the next port of ``offered`` (what the OS hands out)."""
+
+    offered: list[int] = []
+
+    def __init__(self, *args: object) -> None:
+        self.port = 0
+
+    def __enter__(self) -> _Socket:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        pass
+
+    def bind(self, address: tuple[str, int]) -> None:
+        self.port = self.offered.pop(0)
+
+    def getsockname(self) -> tuple[str, int]:
+        return ("0.0.0.0", self.port)
+
+
+def test_free_ports_never_repeat_a_port_the_cluster_gave_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OS hands a port out again once its socket is closed: a CI run once gave the head's
+    GCS and a node manager the same one, and ``ray start`` refused to start."""
+    _Socket.offered = [40429, 40429, 50001, 40429, 50002, 50002, 50003]
+    monkeypatch.setattr(local_cluster, "socket", types.SimpleNamespace(
+        socket=_Socket, AF_INET=0, SOCK_STREAM=0))
+    taken: set[int] = set()
+    gcs = free_ports(1, taken)
+    node = free_ports(3, taken)
+    assert gcs == [40429]
+    assert node == [50001, 50002, 50003]
+    assert taken == {40429, 50001, 50002, 50003}
+
+
+def test_free_ports_are_distinct_and_free() -> None:
+    ports = free_ports(20)
+    assert len(set(ports)) == 20
+    for port in ports:  # each can be bound now
+        with local_cluster.socket.socket(local_cluster.socket.AF_INET,
+                                         local_cluster.socket.SOCK_STREAM) as sock:
+            sock.bind(("", port))

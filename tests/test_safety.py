@@ -21,6 +21,7 @@ from test_evaluate import make_run, tiny_job, write_dataset
 from clar_ray import artifacts, rundir
 from clar_ray.config import ConfigError, dump_job
 from clar_ray.embed import check_output, embedding_schema
+from clar_ray.local_cluster import free_ports
 
 #: Seconds a refusal may take: Python + torch start-up (~3 s of CPU; far longer in wall time
 #: on a shared, loaded machine), never Ray's start (15-80 s) or a worker.
@@ -358,14 +359,6 @@ def test_a_ray_start_time_out_ends_in_one_line_and_leaves_no_run(
     assert not (tmp_path / "run").exists()  # nothing that blocks the re-run
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_an_address_where_no_ray_answers_fails_in_one_line_within_seconds(
         data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import ray
@@ -373,7 +366,7 @@ def test_an_address_where_no_ray_answers_fails_in_one_line_within_seconds(
     from clar_ray.cli import main
 
     assert not ray.is_initialized()
-    address = f"127.0.0.1:{_free_port()}"  # Ray itself retries it for minutes
+    address = f"127.0.0.1:{free_ports(1)[0]}"  # Ray itself retries it for minutes
     started = time.monotonic()
     code = main(["train", str(job_file(tmp_path, data)), "--out", str(tmp_path / "run"),
                  "--address", address])

@@ -9,7 +9,6 @@ bucket back through a filesystem of its own, not through ``clar_ray.storage``.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from clar_ray.data.manifest import Manifest, load_split
 from clar_ray.data.prepare import prepare_dataset
 from clar_ray.embed import embed_run
 from clar_ray.evaluate import evaluate_run, load_run_job
+from clar_ray.local_cluster import free_ports
 from clar_ray.train import run_training
 
 BUCKET = "clar-ray-test"
@@ -51,16 +51,10 @@ class Bucket:
             return bytes(stream.read())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def bucket() -> Iterator[Bucket]:
     """A moto S3 server on loopback with one empty bucket; the AWS variables point at it."""
-    port = _free_port()
+    port = free_ports(1)[0]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"

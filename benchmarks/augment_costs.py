@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from vocoder_batch import ROOT, SAMPLE_RATE, load_clips
+from vocoder_batch import FSDD, SAMPLE_RATE, load_clips
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--fsdd", type=Path, default=ROOT.parent / "shared" / "data" / "fsdd")
+    parser.add_argument("--fsdd", type=Path, default=FSDD)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--views", type=int, default=4, help="views of the batch per round")
     args = parser.parse_args()

@@ -38,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SEQUENCE = ["fade", "time_stretch", "pitch_shift"]
 SAMPLE_RATE = 16000
+FSDD = ROOT.parent / "shared" / "data" / "fsdd"
 
 
 def load_clips(fsdd: Path, count: int) -> np.ndarray:
@@ -153,7 +154,7 @@ def model_rows(waves: np.ndarray, batch: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--fsdd", type=Path, default=ROOT.parent / "shared" / "data" / "fsdd")
+    parser.add_argument("--fsdd", type=Path, default=FSDD)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--per-clip", type=int, default=128, help="clips per per-clip variant")

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from vocoder_batch import ROOT, SAMPLE_RATE, SEQUENCE, load_clips
+from vocoder_batch import FSDD, SAMPLE_RATE, SEQUENCE, load_clips
 
 STAGES = {"numpy": ("_stft", "_phase_vocoder", "_istft", "_resample"),
           "torch": ("stft", "phase_vocoder", "istft", "resample")}
@@ -75,7 +75,7 @@ def measure(path: str, module: object, run: Callable[[], None], views: int) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--fsdd", type=Path, default=ROOT.parent / "shared" / "data" / "fsdd")
+    parser.add_argument("--fsdd", type=Path, default=FSDD)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128)
     args = parser.parse_args()

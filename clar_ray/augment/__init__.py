@@ -21,9 +21,8 @@ Layers, lowest first (a module imports only those above it in this list):
 Threads: the numpy path starts no thread pool (``scipy.fft`` runs one worker unless told
 otherwise, soxr one thread, librosa and numba are not used), so a CPU actor needs no setting
 for it; BLAS is not used either, though ``OPENBLAS_NUM_THREADS=1`` keeps an idle pool out of
-each actor. The torch path
-on CPU tensors runs on torch's intra-op pool: set ``torch.set_num_threads`` (or
-``OMP_NUM_THREADS``) where that shares cores with other work.
+each actor. The torch path on CPU tensors runs on torch's intra-op pool: set
+``torch.set_num_threads`` (or ``OMP_NUM_THREADS``) where that shares cores with other work.
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ HOP_LENGTH = 512
 _BLOCKS = N_FFT // HOP_LENGTH  # 4 hop-sized blocks per frame
 
 _WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)  # Hann
-_WINDOW_SQUARED = _WINDOW.astype(np.float64) ** 2
 # Expected phase advance per hop of each bin, modulo 2π (only its value modulo 2π matters).
 _ADVANCE = np.mod(HOP_LENGTH * np.linspace(0, np.pi, N_FFT // 2 + 1), 2 * np.pi).astype(
     np.float32)  # (F,)
@@ -49,7 +48,7 @@ def inverse_window_sums() -> np.ndarray:
     depends on those two numbers alone: a (25, HOP) float32 table (read-only), 1 where the sum
     is zero (no frame covers the block), where the samples are left as they are.
     """
-    squared = _WINDOW_SQUARED.reshape(_BLOCKS, HOP_LENGTH)
+    squared = (_WINDOW.astype(np.float64) ** 2).reshape(_BLOCKS, HOP_LENGTH)
     cumulative = np.concatenate([np.zeros((1, HOP_LENGTH)), np.cumsum(squared, axis=0)])
     pairs = np.arange((_BLOCKS + 1) ** 2)
     high, low = pairs // (_BLOCKS + 1), pairs % (_BLOCKS + 1)
